@@ -1,0 +1,50 @@
+# Every target sets itself up: a fresh clone needs only `make demo` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export DO_NOT_TRACK := 1
+export DBT_SEND_ANONYMOUS_USAGE_STATS := false
+export BSKY_WAREHOUSE_DB ?= data/warehouse.duckdb
+export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
+
+.PHONY: setup demo test check ui docs bench lint manifest clean
+
+$(STAMP): pyproject.toml requirements.lock
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade "pip>=24"
+	$(BIN)/python -m pip install --quiet -c requirements.lock -e ".[dev]"
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+manifest: $(STAMP)
+	$(BIN)/bsky-warehouse prepare
+
+demo: manifest
+	$(BIN)/bsky-warehouse demo
+
+test: manifest
+	$(BIN)/ruff check bsky_warehouse tests bench scripts
+	$(BIN)/python -m pytest -q
+
+check: manifest
+	$(BIN)/bsky-warehouse check
+
+ui: manifest
+	mkdir -p $(DAGSTER_HOME)
+	$(BIN)/dagster dev -m bsky_warehouse.definitions -h 127.0.0.1 -p 3000
+
+docs: manifest
+	$(BIN)/bsky-warehouse docs --serve --port 8080
+
+bench: $(STAMP)
+	$(BIN)/python bench/ingest.py --posts 100000 --json
+
+lint: $(STAMP)
+	$(BIN)/ruff check bsky_warehouse tests bench scripts
+	$(BIN)/ruff format --check bsky_warehouse tests bench scripts
+
+clean:
+	rm -rf dbt_project/target dbt_project/logs .pytest_cache

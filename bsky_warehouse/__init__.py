@@ -1,0 +1,3 @@
+"""bsky-warehouse: a research data warehouse for Bluesky posts."""
+
+__version__ = "0.1.0"
