@@ -1,0 +1,56 @@
+"""The dbt project as Dagster assets on the same daily partitions; dbt tests become asset checks."""
+
+
+import json
+import os
+import tempfile
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from dagster import AssetExecutionContext, AssetKey, BackfillPolicy
+from dagster_dbt import DagsterDbtTranslator, DbtCliResource, dbt_assets
+
+from bsky_warehouse.partitions import DayWindow, daily_partitions
+from bsky_warehouse.project import DBT_ENV, DBT_MANIFEST, DBT_PROJECT_DIR, dbt_executable
+from bsky_warehouse.resources.warehouse import DB_ENV, WarehouseResource
+
+
+class WarehouseDbtTranslator(DagsterDbtTranslator):
+    """Models keyed by their name alone (as the tables are), grouped by folder (staging, marts)."""
+
+    def get_asset_key(self, dbt_resource_props: Mapping[str, Any]) -> AssetKey:
+        if dbt_resource_props.get("resource_type") == "source":
+            return super().get_asset_key(dbt_resource_props)
+        return AssetKey([dbt_resource_props["name"]])
+
+    def get_group_name(self, dbt_resource_props: Mapping[str, Any]) -> str | None:
+        fqn = dbt_resource_props.get("fqn", [])
+        return f"dbt_{fqn[1]}" if len(fqn) > 2 else "dbt"
+
+
+def dbt_resource() -> DbtCliResource:
+    return DbtCliResource(
+        project_dir=str(DBT_PROJECT_DIR), profiles_dir=str(DBT_PROJECT_DIR), dbt_executable=dbt_executable()
+    )
+
+
+def dbt_build_args(window: DayWindow) -> list[str]:
+    """`dbt build` restricted by Dagster's selection, with the partition window as `--vars`."""
+    return ["build", "--vars", json.dumps(window.dbt_vars())]
+
+
+@dbt_assets(
+    manifest=DBT_MANIFEST,
+    partitions_def=daily_partitions,
+    dagster_dbt_translator=WarehouseDbtTranslator(),
+    backfill_policy=BackfillPolicy.single_run(),
+    pool="duckdb",
+)
+def dbt_models(context: AssetExecutionContext, dbt: DbtCliResource, warehouse: WarehouseResource) -> Iterator[Any]:
+    # A single-run backfill hands us a range of partitions: use the whole window, never one key.
+    window = DayWindow.from_time_window(context.partition_time_window)
+    os.environ[DB_ENV] = str(warehouse.db_path)
+    os.environ.update(DBT_ENV)
+    with warehouse.lock(), tempfile.TemporaryDirectory(prefix="dbt-target-") as target:
+        yield from dbt.cli(dbt_build_args(window), context=context, target_path=Path(target)).stream()

@@ -1,0 +1,130 @@
+"""Cleaning one day: `raw_posts` → `cleaned_posts`, one row per uri across all partitions.
+
+The earliest partition that holds a uri owns it, whatever order partitions are run in: a day skips uris an
+earlier day already holds and takes over uris a later day held (their downstream rows go with them). Deleted
+posts never enter. Filters are recorded in `passes_filters` / `filter_reason`, never applied by dropping rows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date
+from typing import Any
+
+import duckdb
+
+from bsky_warehouse.schema import POST_DERIVED_TABLES
+
+# Order matters: the first matching rule is the recorded reason.
+FILTER_REASON_SQL = """
+    CASE
+        WHEN text IS NULL OR trim(text) = '' THEN 'empty_text'
+        WHEN langs IS NOT NULL AND len(langs) > 0 AND NOT list_has_any(
+            list_transform(langs, lambda l: lower(split_part(l, '-', 1))), $languages::VARCHAR[])
+            THEN 'language_excluded'
+        WHEN length(trim(text)) < $min_text_length THEN 'text_too_short'
+    END
+"""
+
+HAS_LINK_SQL = """
+    coalesce(embed_type = 'app.bsky.embed.external', false)
+    OR regexp_matches(coalesce(text, ''), 'https?://')
+    OR coalesce(contains(facets::VARCHAR, 'app.bsky.richtext.facet#link'), false)
+"""
+
+
+@dataclass(frozen=True)
+class FilterRules:
+    """What a post must satisfy to be scored and labeled downstream."""
+
+    min_text_length: int = 3
+    languages: tuple[str, ...] = ("en",)
+
+    def params(self) -> dict[str, Any]:
+        return {"min_text_length": self.min_text_length, "languages": [x.lower() for x in self.languages]}
+
+
+@dataclass
+class CleanStats:
+    candidates: int
+    duplicates_of_earlier: int
+    deleted: int
+    taken_from_later: int
+    cleaned: int
+    passing: int
+    filtered: dict[str, int]
+
+    def metadata(self) -> dict[str, Any]:
+        return {
+            "raw_posts_in": self.candidates,
+            "duplicates_of_earlier_partitions": self.duplicates_of_earlier,
+            "deleted": self.deleted,
+            "taken_over_from_later_partitions": self.taken_from_later,
+            "cleaned_posts_out": self.cleaned,
+            "passing_filters": self.passing,
+            "filtered_by_reason": self.filtered,
+        }
+
+
+def clean_day(con: duckdb.DuckDBPyConnection, day: date, rules: FilterRules) -> CleanStats:
+    """Replace `cleaned_posts` for `day` in one transaction and report where every raw post went."""
+    key = {"day": day}
+    con.execute("BEGIN TRANSACTION")
+    try:
+        con.execute("DELETE FROM cleaned_posts WHERE partition_date = $day", key)
+        # One row per uri for the day even when several sources delivered it.
+        con.execute(
+            """CREATE OR REPLACE TEMP TABLE clean_candidates AS
+               SELECT r.*,
+                      r.uri IN (SELECT uri FROM post_deletions) AS is_deleted,
+                      r.uri IN (SELECT uri FROM cleaned_posts WHERE partition_date < $day) AS is_duplicate
+               FROM raw_posts r
+               WHERE r.partition_date = $day
+               QUALIFY row_number() OVER (PARTITION BY r.uri ORDER BY r.ingested_at DESC, r.source) = 1""",
+            key,
+        )
+        taken = con.execute(
+            """SELECT count(*) FROM cleaned_posts WHERE partition_date > $day AND uri IN
+               (SELECT uri FROM clean_candidates WHERE NOT is_deleted AND NOT is_duplicate)""",
+            key,
+        ).fetchall()[0][0]
+        if taken:
+            for table in POST_DERIVED_TABLES:
+                con.execute(
+                    f"""DELETE FROM {table} WHERE partition_date > $day AND uri IN
+                        (SELECT uri FROM clean_candidates WHERE NOT is_deleted AND NOT is_duplicate)""",
+                    key,
+                )
+        con.execute(
+            f"""INSERT INTO cleaned_posts BY NAME
+                SELECT * EXCLUDE (is_deleted, is_duplicate, filter_reason),
+                       coalesce(length(text), 0) AS text_length,
+                       reply_parent_uri IS NOT NULL AS is_reply,
+                       {HAS_LINK_SQL} AS has_link,
+                       langs[1] AS lang_primary,
+                       filter_reason IS NULL AS passes_filters,
+                       filter_reason
+                FROM (SELECT *, {FILTER_REASON_SQL} AS filter_reason FROM clean_candidates)
+                WHERE NOT is_deleted AND NOT is_duplicate""",
+            rules.params(),
+        )
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+    candidates, duplicates, deleted = con.execute(
+        """SELECT count(*), count(*) FILTER (WHERE is_duplicate AND NOT is_deleted), count(*) FILTER (WHERE is_deleted)
+           FROM clean_candidates"""
+    ).fetchall()[0]
+    cleaned, passing = con.execute(
+        "SELECT count(*), count(*) FILTER (WHERE passes_filters) FROM cleaned_posts WHERE partition_date = $day",
+        key,
+    ).fetchall()[0]
+    filtered = dict(
+        con.execute(
+            """SELECT filter_reason, count(*) FROM cleaned_posts
+               WHERE partition_date = $day AND NOT passes_filters GROUP BY 1 ORDER BY 1""",
+            key,
+        ).fetchall()
+    )
+    return CleanStats(candidates, duplicates, deleted, taken, cleaned, passing, filtered)

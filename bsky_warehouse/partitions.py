@@ -1,0 +1,56 @@
+"""The one daily partitioning shared by every partitioned asset and the incremental dbt models.
+
+A post belongs to the UTC day of its `createdAt`. Windows are half-open `[start, end)` dates so a range of
+partitions (a single-run backfill) and one partition are handled the same way.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+
+from dagster import DailyPartitionsDefinition, TimeWindow
+
+START_ENV = "BSKY_WAREHOUSE_START_DATE"
+DEFAULT_START = "2024-03-08"
+
+daily_partitions = DailyPartitionsDefinition(
+    start_date=os.environ.get(START_ENV, DEFAULT_START), timezone="UTC", fmt="%Y-%m-%d"
+)
+
+
+@dataclass(frozen=True)
+class DayWindow:
+    """Half-open window of UTC days."""
+
+    start: date
+    end: date
+
+    @classmethod
+    def for_day(cls, day: date | str) -> DayWindow:
+        d = date.fromisoformat(day) if isinstance(day, str) else day
+        return cls(d, d + timedelta(days=1))
+
+    @classmethod
+    def from_time_window(cls, window: TimeWindow) -> DayWindow:
+        return cls(window.start.astimezone(UTC).date(), window.end.astimezone(UTC).date())
+
+    def days(self) -> list[date]:
+        return [self.start + timedelta(days=i) for i in range((self.end - self.start).days)]
+
+    def contains(self, moment: datetime) -> bool:
+        return self.start <= moment.astimezone(UTC).date() < self.end
+
+    def dbt_vars(self) -> dict[str, str]:
+        """The `--vars` the incremental dbt models filter on."""
+        return {"min_date": self.start.isoformat(), "max_date": self.end.isoformat()}
+
+
+def day_of(moment: datetime) -> date:
+    """The partition a timestamp belongs to."""
+    return moment.astimezone(UTC).date()
+
+
+def partition_start_date() -> date:
+    return daily_partitions.start.date()

@@ -1,0 +1,113 @@
+"""The DuckDB warehouse: one file, one way to open it, one writer at a time.
+
+DuckDB admits a single writer process per file, and even read-only opens fail while another process holds
+it. Every opener therefore takes an exclusive `flock` on `<db>.lock` first, for the few seconds it needs,
+so a parallel backfill queues instead of failing with "Could not set lock on file". dbt runs under the same
+lock. Slow network work (Perspective, LLMs) never holds it: it checkpoints outside the database and merges in
+short transactions.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import duckdb
+from dagster import ConfigurableResource
+from pydantic import Field
+
+from bsky_warehouse.schema import TABLES
+
+DEFAULT_DB = "data/warehouse.duckdb"
+DB_ENV = "BSKY_WAREHOUSE_DB"
+
+
+def default_db_path() -> str:
+    """The one setting both Dagster and dbt read for the warehouse file."""
+    return os.environ.get(DB_ENV, DEFAULT_DB)
+
+
+class WarehouseLockTimeout(RuntimeError):
+    pass
+
+
+_local = threading.local()
+
+
+@contextmanager
+def exclusive_lock(lock_path: Path, timeout_s: float) -> Iterator[None]:
+    """Hold an inter-process lock; re-entrant within a thread so nested helpers cannot deadlock."""
+    held: dict[str, int] = getattr(_local, "held", None) or {}
+    _local.held = held
+    key = str(lock_path.resolve())
+    if held.get(key):
+        held[key] += 1
+        try:
+            yield
+        finally:
+            held[key] -= 1
+        return
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        deadline = time.monotonic() + timeout_s
+        delay = 0.01
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise WarehouseLockTimeout(
+                        f"waited {timeout_s:.0f}s for the warehouse lock {lock_path}; another process holds it"
+                    ) from None
+                time.sleep(delay)
+                delay = min(delay * 2, 0.5)
+        held[key] = 1
+        try:
+            yield
+        finally:
+            held[key] = 0
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
+class WarehouseResource(ConfigurableResource):
+    """The DuckDB file shared by the assets, the checks, dbt and the CLI."""
+
+    path: str = Field(default_factory=default_db_path, description="DuckDB file (env BSKY_WAREHOUSE_DB).")
+    lock_timeout_s: float = Field(default=1800.0, description="How long a writer waits for its turn.")
+
+    @property
+    def db_path(self) -> Path:
+        return Path(self.path).expanduser().resolve()
+
+    @property
+    def lock_path(self) -> Path:
+        return self.db_path.with_name(self.db_path.name + ".lock")
+
+    @contextmanager
+    def lock(self) -> Iterator[None]:
+        """Take the writer's turn without opening the file (dbt opens it itself)."""
+        with exclusive_lock(self.lock_path, self.lock_timeout_s):
+            yield
+
+    @contextmanager
+    def connect(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """Open the warehouse under the lock, with every table created; closes before releasing."""
+        with self.lock():
+            self.db_path.parent.mkdir(parents=True, exist_ok=True)
+            con = duckdb.connect(str(self.db_path))
+            try:
+                con.execute("SET TimeZone = 'UTC'")
+                for ddl in TABLES.values():
+                    con.execute(ddl)
+                yield con
+            finally:
+                con.close()
