@@ -22,7 +22,7 @@ setup: $(STAMP)
 manifest: $(STAMP)
 	$(BIN)/bsky-warehouse prepare
 
-demo: manifest
+demo: manifest $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/bsky-warehouse demo
 
 test: manifest
@@ -32,8 +32,11 @@ test: manifest
 check: manifest
 	$(BIN)/bsky-warehouse check
 
-ui: manifest
+$(DAGSTER_HOME)/dagster.yaml: dagster.yaml
 	mkdir -p $(DAGSTER_HOME)
+	cp dagster.yaml $(DAGSTER_HOME)/dagster.yaml
+
+ui: manifest $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/dagster dev -m bsky_warehouse.definitions -h 127.0.0.1 -p 3000
 
 docs: manifest

@@ -1,0 +1,37 @@
+"""Two processes writing one DuckDB file at once queue on the warehouse lock instead of failing."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import duckdb
+import pytest
+
+from bsky_warehouse.project import REPO_ROOT, SAMPLE_DIR
+
+pytestmark = pytest.mark.integration
+
+
+def test_parallel_runs_on_one_file_never_hit_the_duckdb_lock(tmp_path):
+    db = tmp_path / "wh.duckdb"
+    env = {**os.environ, "BSKY_WAREHOUSE_DB": str(db), "DAGSTER_HOME": ""}
+    env.pop("DAGSTER_HOME")
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "bsky_warehouse.cli", "materialize", "--start", start, "--end", end,
+             "--archive", str(SAMPLE_DIR)],
+            cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )
+        for start, end in (("2024-03-10", "2024-03-13"), ("2024-03-13", "2024-03-17"))
+    ]
+    outputs = [p.communicate(timeout=300)[0] for p in procs]
+    for proc, out in zip(procs, outputs, strict=True):
+        assert proc.returncode == 0, out[-3000:]
+        assert "Could not set lock" not in out
+    con = duckdb.connect(str(db), read_only=True)
+    days = con.execute("SELECT count(DISTINCT partition_date) FROM raw_posts").fetchall()[0][0]
+    mart_days = con.execute("SELECT count(*) FROM marts.daily_post_counts").fetchall()[0][0]
+    con.close()
+    assert days == 7 and mart_days == 7
