@@ -1,6 +1,5 @@
 """The Dagster code location: every asset, check and resource of the warehouse."""
 
-
 from dagster import AssetSelection, Definitions, define_asset_job
 
 from bsky_warehouse.assets.clean import cleaned_posts

@@ -192,7 +192,10 @@ def parse_event(line: bytes) -> Outcome:
                 "delete",
                 day=_day_of_time_us(time_us),
                 time_us=time_us,
-                row={"uri": f"at://{did}/{POST_COLLECTION}/{rkey}", "deleted_at": time_us_to_datetime(time_us)},
+                row={
+                    "uri": f"at://{did}/{POST_COLLECTION}/{rkey}",
+                    "deleted_at": time_us_to_datetime(time_us),
+                },
             )
         if operation not in ("create", "update"):
             raise RecordError("unknown_operation")

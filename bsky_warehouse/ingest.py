@@ -64,14 +64,13 @@ _STAGE_DDL = (
 
 def _flush(con: duckdb.DuckDBPyConnection, table: str, rows: list[dict[str, Any]]) -> None:
     if rows:
-        frame = pd.DataFrame.from_records(rows)
-        con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM frame")
+        con.register("chunk_frame", pd.DataFrame.from_records(rows))
+        con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM chunk_frame")
+        con.unregister("chunk_frame")
         rows.clear()
 
 
-def stage_lines(
-    con: duckdb.DuckDBPyConnection, lines: Iterable[tuple[str, int, bytes, Outcome]]
-) -> IngestStats:
+def stage_lines(con: duckdb.DuckDBPyConnection, lines: Iterable[tuple[str, int, bytes, Outcome]]) -> IngestStats:
     """Parse outcomes into temp staging tables, in chunks."""
     for ddl in _STAGE_DDL:
         con.execute(ddl)
@@ -90,8 +89,13 @@ def stage_lines(
             deletes.append({**outcome.row, "time_us": outcome.time_us})
         elif outcome.kind == "reject":
             rejects.append(
-                {"raw": printable_raw(raw), "reason": outcome.reason, "file": file, "line_no": line_no,
-                 "partition_date": outcome.day}
+                {
+                    "raw": printable_raw(raw),
+                    "reason": outcome.reason,
+                    "file": file,
+                    "line_no": line_no,
+                    "partition_date": outcome.day,
+                }
             )
             stats.rejected[outcome.reason or "unknown"] += 1
         else:
@@ -145,9 +149,9 @@ def replace_day(
         )
         purged = 0
         for table in POST_DERIVED_TABLES:
-            purged += con.execute(
-                f"DELETE FROM {table} WHERE uri IN (SELECT uri FROM stage_deletions)"
-            ).fetchall()[0][0]
+            purged += con.execute(f"DELETE FROM {table} WHERE uri IN (SELECT uri FROM stage_deletions)").fetchall()[0][
+                0
+            ]
         con.execute("COMMIT")
     except BaseException:
         con.execute("ROLLBACK")

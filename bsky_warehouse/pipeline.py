@@ -36,5 +36,9 @@ def run_window(
         tags={RANGE_START_TAG: days[0].isoformat(), RANGE_END_TAG: days[-1].isoformat()},
     )
     materialized = sorted({e.asset_key.to_user_string() for e in result.get_asset_materialization_events()})
-    return {"run_id": result.run_id, "success": result.success, "window": [str(window.start), str(window.end)],
-            "assets_materialized": materialized}
+    return {
+        "run_id": result.run_id,
+        "success": result.success,
+        "window": [str(window.start), str(window.end)],
+        "assets_materialized": materialized,
+    }

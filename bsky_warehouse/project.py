@@ -36,7 +36,14 @@ def prepare_manifest(force: bool = False) -> Path:
     env = {**os.environ, **DBT_ENV}
     env.setdefault("BSKY_WAREHOUSE_DB", str(REPO_ROOT / "data" / "warehouse.duckdb"))
     subprocess.run(
-        [dbt_executable(), "parse", "--project-dir", str(DBT_PROJECT_DIR), "--profiles-dir", str(DBT_PROJECT_DIR)],
+        [
+            dbt_executable(),
+            "parse",
+            "--project-dir",
+            str(DBT_PROJECT_DIR),
+            "--profiles-dir",
+            str(DBT_PROJECT_DIR),
+        ],
         check=True,
         env=env,
         cwd=DBT_PROJECT_DIR,

@@ -113,15 +113,41 @@ def main() -> None:
         )
     row, time_us = created[10]
     did = row["uri"].removeprefix("at://").split("/")[0]
-    emit({"did": did, "time_us": time_us + 1, "kind": "identity",
-          "identity": {"did": did, "handle": row["author_handle"], "seq": 1, "time": row["created_at"]}})
-    emit({"did": did, "time_us": time_us + 2, "kind": "account",
-          "account": {"active": True, "did": did, "seq": 2, "time": row["created_at"]}})
-    emit({"did": did, "time_us": time_us + 3, "kind": "commit",
-          "commit": {"rev": fake_rev(time_us + 3), "operation": "create", "collection": "app.bsky.feed.like",
-                     "rkey": "3knlike000000", "cid": fake_cid("like"),
-                     "record": {"$type": "app.bsky.feed.like", "createdAt": row["created_at"],
-                                "subject": {"uri": created[11][0]["uri"], "cid": fake_cid("s")}}}})
+    emit(
+        {
+            "did": did,
+            "time_us": time_us + 1,
+            "kind": "identity",
+            "identity": {"did": did, "handle": row["author_handle"], "seq": 1, "time": row["created_at"]},
+        }
+    )
+    emit(
+        {
+            "did": did,
+            "time_us": time_us + 2,
+            "kind": "account",
+            "account": {"active": True, "did": did, "seq": 2, "time": row["created_at"]},
+        }
+    )
+    emit(
+        {
+            "did": did,
+            "time_us": time_us + 3,
+            "kind": "commit",
+            "commit": {
+                "rev": fake_rev(time_us + 3),
+                "operation": "create",
+                "collection": "app.bsky.feed.like",
+                "rkey": "3knlike000000",
+                "cid": fake_cid("like"),
+                "record": {
+                    "$type": "app.bsky.feed.like",
+                    "createdAt": row["created_at"],
+                    "subject": {"uri": created[11][0]["uri"], "cid": fake_cid("s")},
+                },
+            },
+        }
+    )
     # Two malformed lines: a truncated event and a post whose createdAt is not a timestamp.
     row, time_us = created[20]
     emit(json.dumps(post_event(row, time_us + 5), ensure_ascii=False, sort_keys=True)[:120])

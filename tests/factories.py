@@ -35,8 +35,13 @@ def post_event(
             "collection": "app.bsky.feed.post",
             "rkey": rkey,
             "cid": f"bafyrei{rkey}",
-            "record": {"$type": "app.bsky.feed.post", "text": text, "createdAt": created_at, "langs": ["en"],
-                       **record},
+            "record": {
+                "$type": "app.bsky.feed.post",
+                "text": text,
+                "createdAt": created_at,
+                "langs": ["en"],
+                **record,
+            },
         },
     }
 
@@ -46,7 +51,12 @@ def delete_event(rkey: str, seen_at: str, did: str = "did:plc:author1") -> dict[
         "did": did,
         "time_us": time_us(seen_at),
         "kind": "commit",
-        "commit": {"rev": "3kabcdefghij3", "operation": "delete", "collection": "app.bsky.feed.post", "rkey": rkey},
+        "commit": {
+            "rev": "3kabcdefghij3",
+            "operation": "delete",
+            "collection": "app.bsky.feed.post",
+            "rkey": rkey,
+        },
     }
 
 

@@ -20,9 +20,23 @@ def test_parallel_runs_on_one_file_never_hit_the_duckdb_lock(tmp_path):
     env.pop("DAGSTER_HOME")
     procs = [
         subprocess.Popen(
-            [sys.executable, "-m", "bsky_warehouse.cli", "materialize", "--start", start, "--end", end,
-             "--archive", str(SAMPLE_DIR)],
-            cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            [
+                sys.executable,
+                "-m",
+                "bsky_warehouse.cli",
+                "materialize",
+                "--start",
+                start,
+                "--end",
+                end,
+                "--archive",
+                str(SAMPLE_DIR),
+            ],
+            cwd=REPO_ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
         )
         for start, end in (("2024-03-10", "2024-03-13"), ("2024-03-13", "2024-03-17"))
     ]

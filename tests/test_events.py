@@ -2,15 +2,19 @@ from datetime import date
 
 import pytest
 
-from bsky_warehouse.events import parse_created_at, parse_event, printable_raw, RecordError
+from bsky_warehouse.events import RecordError, parse_created_at, parse_event, printable_raw
 from tests.factories import delete_event, line, post_event, uri
 
 
 def test_create_event_becomes_a_post_owned_by_its_created_day():
-    event = post_event("a1", text="hi there", created_at="2024-03-10T23:59:59.500Z",
-                       reply={"root": {"uri": uri("r0"), "cid": "x"}, "parent": {"uri": uri("p0"), "cid": "y"}},
-                       embed={"$type": "app.bsky.embed.external", "external": {"uri": "https://x.org"}},
-                       facets=[{"features": [{"$type": "app.bsky.richtext.facet#link", "uri": "https://x.org"}]}])
+    event = post_event(
+        "a1",
+        text="hi there",
+        created_at="2024-03-10T23:59:59.500Z",
+        reply={"root": {"uri": uri("r0"), "cid": "x"}, "parent": {"uri": uri("p0"), "cid": "y"}},
+        embed={"$type": "app.bsky.embed.external", "external": {"uri": "https://x.org"}},
+        facets=[{"features": [{"$type": "app.bsky.richtext.facet#link", "uri": "https://x.org"}]}],
+    )
     event["time_us"] += 10 * 1_000_000  # seen just after midnight: still the 10th's post
     outcome = parse_event(line(event))
     assert outcome.kind == "post"
@@ -40,11 +44,28 @@ def test_delete_is_owned_by_the_day_it_was_seen():
 @pytest.mark.parametrize(
     ("event", "reason"),
     [
-        ({"did": "did:plc:x", "time_us": 1710000000000000, "kind": "identity", "identity": {}}, "identity_event"),
-        ({"did": "did:plc:x", "time_us": 1710000000000000, "kind": "account", "account": {}}, "account_event"),
-        ({"did": "did:plc:x", "time_us": 1710000000000000, "kind": "commit",
-          "commit": {"operation": "create", "collection": "app.bsky.feed.like", "rkey": "l1", "record": {}}},
-         "other_collection"),
+        (
+            {"did": "did:plc:x", "time_us": 1710000000000000, "kind": "identity", "identity": {}},
+            "identity_event",
+        ),
+        (
+            {"did": "did:plc:x", "time_us": 1710000000000000, "kind": "account", "account": {}},
+            "account_event",
+        ),
+        (
+            {
+                "did": "did:plc:x",
+                "time_us": 1710000000000000,
+                "kind": "commit",
+                "commit": {
+                    "operation": "create",
+                    "collection": "app.bsky.feed.like",
+                    "rkey": "l1",
+                    "record": {},
+                },
+            },
+            "other_collection",
+        ),
     ],
 )
 def test_events_ignored_by_rule(event, reason):
@@ -87,7 +108,10 @@ def _mutate(path: str, value, drop: bool = False):
         (_mutate("did", "not-a-did"), "invalid_did"),
         (_mutate("commit.rkey", None, drop=True), "missing_field:commit.rkey"),
         (_mutate("kind", None, drop=True), "missing_field:kind"),
-        (line(post_event("s1")).replace(b"hello bluesky", b"hello \\ud800 bluesky"), "invalid_unicode:record.text"),
+        (
+            line(post_event("s1")).replace(b"hello bluesky", b"hello \\ud800 bluesky"),
+            "invalid_unicode:record.text",
+        ),
     ],
 )
 def test_bad_records_are_rejected_with_a_reason(raw, reason):

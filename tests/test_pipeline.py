@@ -43,7 +43,9 @@ def snapshot(db: str) -> dict[str, object]:
     con = duckdb.connect(db, read_only=True)
     try:
         return {
-            "raw": con.execute("SELECT partition_date::VARCHAR, count(*) FROM raw_posts GROUP BY 1 ORDER BY 1").fetchall(),
+            "raw": con.execute(
+                "SELECT partition_date::VARCHAR, count(*) FROM raw_posts GROUP BY 1 ORDER BY 1"
+            ).fetchall(),
             "cleaned": con.execute("SELECT count(*), count(DISTINCT uri) FROM cleaned_posts").fetchall(),
             "deletions": con.execute("SELECT count(*) FROM post_deletions").fetchall(),
             "rejected": con.execute("SELECT count(*) FROM rejected_records").fetchall(),
@@ -91,7 +93,10 @@ def _raw_uris(db: str) -> set[str]:
 def test_definitions_validate():
     proc = subprocess.run(
         [sys.executable, "-m", "dagster", "definitions", "validate", "-m", "bsky_warehouse.definitions"],
-        cwd=REPO_ROOT, capture_output=True, text=True, timeout=300,
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
@@ -102,8 +107,13 @@ def test_every_partitioned_asset_shares_one_partitions_definition():
 
     graph = defs.resolve_asset_graph()
     keys = graph.get_all_asset_keys()
-    assert {k.to_user_string() for k in keys} >= {"raw_posts", "post_deletions", "rejected_records",
-                                                  "cleaned_posts", "daily_post_counts"}
+    assert {k.to_user_string() for k in keys} >= {
+        "raw_posts",
+        "post_deletions",
+        "rejected_records",
+        "cleaned_posts",
+        "daily_post_counts",
+    }
     for key in keys:
         node = graph.get(key)
         if node.is_materializable:

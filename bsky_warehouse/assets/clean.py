@@ -37,6 +37,9 @@ def cleaned_posts(
         totals.update({k: v for k, v in stats.metadata().items() if isinstance(v, int)})
         filtered.update(stats.filtered)
     return MaterializeResult(
-        metadata={**totals, "filtered_by_reason": dict(sorted(filtered.items())),
-                  "dagster/row_count": totals["cleaned_posts_out"]}
+        metadata={
+            **totals,
+            "filtered_by_reason": dict(sorted(filtered.items())),
+            "dagster/row_count": totals["cleaned_posts_out"],
+        }
     )

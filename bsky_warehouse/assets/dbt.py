@@ -1,6 +1,5 @@
 """The dbt project as Dagster assets on the same daily partitions; dbt tests become asset checks."""
 
-
 import json
 import os
 import tempfile

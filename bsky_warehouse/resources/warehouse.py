@@ -92,6 +92,11 @@ class WarehouseResource(ConfigurableResource):
     def lock_path(self) -> Path:
         return self.db_path.with_name(self.db_path.name + ".lock")
 
+    @property
+    def staging_dir(self) -> Path:
+        """Checkpoints of slow, paid work, beside the database file (see checkpoint.py)."""
+        return self.db_path.with_name(self.db_path.name + ".staging")
+
     @contextmanager
     def lock(self) -> Iterator[None]:
         """Take the writer's turn without opening the file (dbt opens it itself)."""
