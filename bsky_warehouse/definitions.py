@@ -1,25 +1,49 @@
 """The Dagster code location: every asset, check and resource of the warehouse."""
 
-from dagster import AssetSelection, Definitions, define_asset_job
+import os
+
+from dagster import AssetSelection, Definitions, EnvVar, define_asset_job
 
 from bsky_warehouse.assets.clean import cleaned_posts
 from bsky_warehouse.assets.dbt import dbt_models, dbt_resource
 from bsky_warehouse.assets.ingest import archive_ingest
+from bsky_warehouse.assets.toxicity import toxicity_scores
+from bsky_warehouse.checks.assets import build_asset_checks
 from bsky_warehouse.partitions import daily_partitions
 from bsky_warehouse.resources.bluesky import ArchiveSource
+from bsky_warehouse.resources.perspective import PerspectiveResource
 from bsky_warehouse.resources.warehouse import WarehouseResource
+
+ASSETS = [archive_ingest, cleaned_posts, toxicity_scores, dbt_models]
+PYTHON_TABLES = {key.to_user_string() for a in ASSETS if a is not dbt_models for key in a.keys}
 
 warehouse_job = define_asset_job("warehouse_daily", selection=AssetSelection.all(), partitions_def=daily_partitions)
 
 
-def build_definitions(warehouse: WarehouseResource | None = None, archive: ArchiveSource | None = None) -> Definitions:
-    """Definitions with overridable resources (tests point them at temporary files)."""
+def perspective_resource() -> PerspectiveResource:
+    """The key comes only from the environment, via EnvVar, so it is never stored in run config or logs."""
+    key = EnvVar("PERSPECTIVE_API_KEY") if os.environ.get("PERSPECTIVE_API_KEY") else ""
+    return PerspectiveResource(
+        api_key=key,
+        base_url=os.environ.get("PERSPECTIVE_BASE_URL", "https://commentanalyzer.googleapis.com"),
+        qps=float(os.environ.get("PERSPECTIVE_QPS", "1")),
+    )
+
+
+def build_definitions(
+    warehouse: WarehouseResource | None = None,
+    archive: ArchiveSource | None = None,
+    perspective: PerspectiveResource | None = None,
+) -> Definitions:
+    """Definitions with overridable resources (tests point them at temporary files and local servers)."""
     return Definitions(
-        assets=[archive_ingest, cleaned_posts, dbt_models],
+        assets=ASSETS,
+        asset_checks=build_asset_checks(PYTHON_TABLES),
         jobs=[warehouse_job],
         resources={
             "warehouse": warehouse or WarehouseResource(),
             "archive": archive or ArchiveSource(),
+            "perspective": perspective or perspective_resource(),
             "dbt": dbt_resource(),
         },
     )

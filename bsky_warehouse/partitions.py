@@ -7,6 +7,7 @@ partitions (a single-run backfill) and one partition are handled the same way.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
@@ -54,3 +55,18 @@ def day_of(moment: datetime) -> date:
 
 def partition_start_date() -> date:
     return daily_partitions.start.date()
+
+
+PARTITION_TAG = "dagster/partition"
+RANGE_START_TAG = "dagster/asset_partition_range_start"
+RANGE_END_TAG = "dagster/asset_partition_range_end"
+
+
+def window_from_tags(tags: Mapping[str, str]) -> DayWindow | None:
+    """The days a run covers, from its tags (one partition or an inclusive key range); None if unpartitioned."""
+    if PARTITION_TAG in tags:
+        return DayWindow.for_day(tags[PARTITION_TAG])
+    if RANGE_START_TAG in tags and RANGE_END_TAG in tags:
+        last = date.fromisoformat(tags[RANGE_END_TAG])
+        return DayWindow(date.fromisoformat(tags[RANGE_START_TAG]), last + timedelta(days=1))
+    return None

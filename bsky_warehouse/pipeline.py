@@ -4,14 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from dagster import DagsterInstance
+from dagster import AssetKey, DagsterInstance
 
-from bsky_warehouse.partitions import DayWindow
+from bsky_warehouse.partitions import RANGE_END_TAG, RANGE_START_TAG, DayWindow
 from bsky_warehouse.resources.bluesky import ArchiveSource
 from bsky_warehouse.resources.warehouse import WarehouseResource
-
-RANGE_START_TAG = "dagster/asset_partition_range_start"
-RANGE_END_TAG = "dagster/asset_partition_range_end"
 
 
 def run_window(
@@ -20,6 +17,7 @@ def run_window(
     db_path: str | None = None,
     archive_dir: str | None = None,
     run_config: dict[str, Any] | None = None,
+    assets: list[str] | None = None,
 ) -> dict[str, Any]:
     """One run materializes every asset for every day of the window (all assets take partition ranges)."""
     from bsky_warehouse.definitions import build_definitions
@@ -33,6 +31,7 @@ def run_window(
     result = job.execute_in_process(
         instance=instance,
         run_config=run_config or {},
+        asset_selection=[AssetKey(name) for name in assets] if assets else None,
         tags={RANGE_START_TAG: days[0].isoformat(), RANGE_END_TAG: days[-1].isoformat()},
     )
     materialized = sorted({e.asset_key.to_user_string() for e in result.get_asset_materialization_events()})

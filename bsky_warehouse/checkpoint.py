@@ -1,0 +1,194 @@
+"""Durable per-partition checkpoints for paid, slow work (Perspective calls, LLM labels).
+
+Results are appended to a JSONL file as each one arrives, flushed at once (so a killed process loses none of
+them) and fsynced in small batches (so a crashed machine loses at most a batch). The warehouse is touched only
+in two short transactions: reading what is already done, and merging the checkpoint in. A re-run reads both
+and never pays again for a finished row.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Iterable, Mapping
+from datetime import date, datetime
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+FSYNC_EVERY = 64
+
+
+def _slug(value: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", value).strip("_") or "_"
+
+
+def _encode(value: Any) -> Any:
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    raise TypeError(f"cannot checkpoint {type(value).__name__}")
+
+
+class Checkpoint:
+    """An append-only JSONL file of finished rows for one (table, producer, day)."""
+
+    def __init__(self, root: Path, table: str, producer: Iterable[str], day: date) -> None:
+        self.path = root / table / "__".join(_slug(p) for p in producer) / f"{day.isoformat()}.jsonl"
+        self._fh: Any = None
+        self._unsynced = 0
+
+    def rows(self) -> dict[str, dict[str, Any]]:
+        """Rows already checkpointed, by uri; a torn last line (killed mid-write) is ignored."""
+        if not self.path.exists():
+            return {}
+        done: dict[str, dict[str, Any]] = {}
+        with self.path.open("rb") as fh:
+            for raw in fh:
+                try:
+                    row = json.loads(raw)
+                except ValueError:
+                    continue
+                if isinstance(row, dict) and "uri" in row:
+                    done[row["uri"]] = row
+        return done
+
+    def append(self, row: Mapping[str, Any]) -> None:
+        if self._fh is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._fh = self.path.open("ab")
+            # A previous writer killed mid-line leaves a torn tail: start on a fresh line.
+            if self._fh.tell() and not self.path.read_bytes().endswith(b"\n"):
+                self._fh.write(b"\n")
+        self._fh.write(json.dumps(row, default=_encode, ensure_ascii=False).encode() + b"\n")
+        self._fh.flush()
+        self._unsynced += 1
+        if self._unsynced >= FSYNC_EVERY:
+            os.fsync(self._fh.fileno())
+            self._unsynced = 0
+
+    def close(self) -> None:
+        if self._fh is not None:
+            self._fh.flush()
+            os.fsync(self._fh.fileno())
+            self._fh.close()
+            self._fh = None
+
+    def discard(self) -> None:
+        """Remove the file once its rows are merged into the warehouse."""
+        self.close()
+        self.path.unlink(missing_ok=True)
+
+    def __enter__(self) -> Checkpoint:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def merge_partition(
+    con: duckdb.DuckDBPyConnection,
+    table: str,
+    day: date,
+    producer: Mapping[str, str],
+    rows: list[dict[str, Any]],
+    keep_uris_sql: str,
+) -> int:
+    """Replace the producer's rows of `day` for the checkpointed uris, and drop rows no longer eligible.
+
+    `producer` holds the identifying columns (e.g. scorer), which together with uri are the table's key;
+    `keep_uris_sql` selects the uris still eligible for the day. One short transaction.
+    """
+    where = " AND ".join(f"{column} = ${column}" for column in producer)
+    params: dict[str, Any] = {**producer, "day": day}
+    con.execute("BEGIN TRANSACTION")
+    try:
+        if rows:
+            import pandas as pd
+
+            con.register("checkpoint_frame", pd.DataFrame.from_records(rows))
+            con.execute("CREATE OR REPLACE TEMP TABLE checkpoint_rows AS SELECT * FROM checkpoint_frame")
+            con.unregister("checkpoint_frame")
+            con.execute(
+                f"DELETE FROM {table} WHERE {where} AND uri IN (SELECT uri FROM checkpoint_rows)",
+                dict(producer),
+            )
+            con.execute(
+                f"""INSERT INTO {table} BY NAME
+                    SELECT * FROM checkpoint_rows WHERE uri IN ({keep_uris_sql})""",
+                {"day": day},
+            )
+        con.execute(
+            f"DELETE FROM {table} WHERE {where} AND partition_date = $day AND uri NOT IN ({keep_uris_sql})",
+            params,
+        )
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+    return con.execute(f"SELECT count(*) FROM {table} WHERE {where} AND partition_date = $day", params).fetchall()[0][0]
+
+
+ELIGIBLE_SQL = "SELECT uri FROM cleaned_posts WHERE partition_date = $day AND passes_filters"
+RETRYABLE_REASONS = ("api_error",)
+
+
+def run_partition(
+    warehouse: Any,
+    table: str,
+    day: date,
+    producer: Mapping[str, str],
+    version: Mapping[str, str],
+    work: Any,
+    retry_failed: bool = True,
+) -> dict[str, Any]:
+    """Do a day's paid work once: skip what the warehouse or the checkpoint already has, checkpoint the
+    rest as it arrives, merge in one short transaction.
+
+    `producer` identifies whose rows these are (with uri, the table's key); `version` columns must match for
+    a stored row to count as done (a new scorer version redoes the day). `work(posts, emit)` calls
+    `emit(uri, columns)` once per post.
+    """
+    from bsky_warehouse.records import PostText
+
+    version_match = " AND ".join(f"{c} = ${c}" for c in (*producer, *version))
+    retry = " AND NOT (status = 'failed' AND reason IN ('api_error'))" if retry_failed else ""
+    with warehouse.connect() as con:
+        eligible = con.execute(
+            f"""SELECT uri, text, coalesce(langs, []) FROM cleaned_posts
+                WHERE partition_date = $day AND passes_filters
+                  AND uri NOT IN (SELECT uri FROM {table} WHERE {version_match}{retry})
+                ORDER BY uri""",
+            {"day": day, **producer, **version},
+        ).fetchall()
+    checkpoint = Checkpoint(warehouse.staging_dir, table, [*producer.values(), *version.values()], day)
+    resumed = checkpoint.rows()
+    todo = [PostText(uri, text, tuple(langs)) for uri, text, langs in eligible if uri not in resumed]
+    fixed = {**producer, **version, "partition_date": day}
+
+    def emit(uri: str, columns: Mapping[str, Any]) -> None:
+        checkpoint.append({**columns, **fixed, "uri": uri})
+
+    with checkpoint:
+        stats = work(todo, emit) if todo else None
+    rows = list(checkpoint.rows().values())
+    with warehouse.connect() as con:
+        total = merge_partition(con, table, day, producer, rows, ELIGIBLE_SQL)
+        by_status = dict(
+            con.execute(
+                f"""SELECT status || coalesce(':' || reason, ''), count(*) FROM {table}
+                    WHERE partition_date = $day AND {" AND ".join(f"{c} = ${c}" for c in producer)}
+                    GROUP BY 1 ORDER BY 1""",
+                {"day": day, **producer},
+            ).fetchall()
+        )
+    checkpoint.discard()
+    return {
+        "eligible_to_do": len(eligible),
+        "resumed_from_checkpoint": len(resumed),
+        "requested": len(todo),
+        "rows": total,
+        "by_status": by_status,
+        "backend_stats": stats,
+    }

@@ -1,0 +1,184 @@
+"""Great Expectations suites, declared as data per asset, run as Dagster asset checks.
+
+Each check validates the partitions the run just wrote (the whole table when run on its own). GX 1.x is
+called directly (dagster-ge is frozen on GX < 1.0) on a frame queried from DuckDB; derived columns in the
+query express row rules GX has no single expectation for (e.g. "reason is set exactly when status is not
+ok"). Blocking checks stop downstream assets in the same run from materializing on bad data.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import date
+from typing import Any
+
+import pandas as pd
+
+from bsky_warehouse.partitions import DayWindow
+from bsky_warehouse.records import IDEOLOGIES, PROB_COLUMNS
+
+SAMPLE_SIZE = 10
+
+
+@dataclass(frozen=True)
+class Check:
+    """One asset check: one or more GX expectations given as (class name, kwargs)."""
+
+    name: str
+    description: str
+    expectations: tuple[tuple[str, Mapping[str, Any]], ...]
+    blocking: bool = True
+
+
+@dataclass(frozen=True)
+class Suite:
+    asset: str
+    query: str  # over {window}: a SQL predicate on partition_date
+    checks: tuple[Check, ...]
+
+
+def _in_set(column: str, values: Sequence[Any]) -> tuple[str, Mapping[str, Any]]:
+    return ("ExpectColumnValuesToBeInSet", {"column": column, "value_set": list(values)})
+
+
+def _true(column: str) -> tuple[str, Mapping[str, Any]]:
+    return _in_set(column, [True])
+
+
+def _with_copies(table: str, key: Sequence[str]) -> str:
+    """The table with `copies_overall`: how many rows share the key across every partition."""
+    return f"(SELECT *, count(*) OVER (PARTITION BY {', '.join(key)}) AS copies_overall FROM {table})"
+
+
+SUITES: tuple[Suite, ...] = (
+    Suite(
+        asset="raw_posts",
+        query="""SELECT uri, partition_date, cast(timezone('UTC', created_at) AS DATE) = partition_date AS created_in_day
+                 FROM raw_posts WHERE {window}""",
+        checks=(
+            Check("raw_uri_not_null", "Every raw post has a uri.",
+                  (("ExpectColumnValuesToNotBeNull", {"column": "uri"}),)),
+            Check("raw_created_at_in_partition_day", "created_at falls inside the partition's UTC day.",
+                  (_true("created_in_day"),)),
+        ),
+    ),
+    Suite(
+        asset="cleaned_posts",
+        query=f"""SELECT uri, partition_date, passes_filters,
+                         cast(timezone('UTC', created_at) AS DATE) = partition_date AS created_in_day,
+                         copies_overall, (passes_filters = (filter_reason IS NULL)) AS filter_reason_consistent
+                  FROM {_with_copies("cleaned_posts", ["uri"])} WHERE {{window}}""",
+        checks=(
+            Check("cleaned_uri_unique_in_partition", "A uri appears once in the partitions checked.",
+                  (("ExpectColumnValuesToBeUnique", {"column": "uri"}),)),
+            Check("cleaned_uri_unique_across_partitions", "A uri appears once in cleaned_posts overall.",
+                  (("ExpectColumnValuesToBeBetween", {"column": "copies_overall", "min_value": 1, "max_value": 1}),)),
+            Check("cleaned_created_at_in_partition_day", "created_at falls inside the partition's UTC day.",
+                  (_true("created_in_day"),)),
+            Check("cleaned_filter_reason_consistent", "filter_reason is set exactly when the post fails filters.",
+                  (_true("filter_reason_consistent"),), blocking=False),
+        ),
+    ),
+    Suite(
+        asset="toxicity_scores",
+        query=f"""SELECT uri, scorer, status, reason, {", ".join(PROB_COLUMNS)},
+                         copies_overall, ((reason IS NULL) = (status = 'ok')) AS reason_consistent
+                  FROM {_with_copies("toxicity_scores", ["uri", "scorer"])} WHERE {{window}}""",
+        checks=(
+            Check("scores_prob_in_unit_interval", "Every prob_* is between 0 and 1 or null.",
+                  tuple(("ExpectColumnValuesToBeBetween", {"column": c, "min_value": 0.0, "max_value": 1.0})
+                        for c in PROB_COLUMNS)),
+            Check("scores_status_accepted", "status is ok, failed or skipped.",
+                  (_in_set("status", ["ok", "failed", "skipped"]),)),
+            Check("scores_uri_scorer_unique", "(uri, scorer) is unique across all partitions.",
+                  (("ExpectCompoundColumnsToBeUnique", {"column_list": ["uri", "scorer"]}),
+                   ("ExpectColumnValuesToBeBetween", {"column": "copies_overall", "min_value": 1, "max_value": 1}))),
+            Check("scores_reason_iff_not_ok", "reason is set exactly when status is not ok.",
+                  (_true("reason_consistent"),)),
+        ),
+    ),
+    Suite(
+        asset="llm_labels",
+        query=f"""SELECT uri, labeler, model, prompt_version, status, reason, political_ideology,
+                         copies_overall, ((reason IS NULL) = (status = 'ok')) AS reason_consistent,
+                         (political_ideology IS NULL OR coalesce(is_sociopolitical, false)) AS ideology_only_if_sociopolitical
+                  FROM {_with_copies("llm_labels", ["uri", "labeler", "model", "prompt_version"])} WHERE {{window}}""",
+        checks=(
+            Check("labels_status_accepted", "status is ok, failed or skipped.",
+                  (_in_set("status", ["ok", "failed", "skipped"]),)),
+            Check("labels_ideology_accepted", "political_ideology is left, right, moderate, unclear or null.",
+                  (_in_set("political_ideology", IDEOLOGIES),
+                   _true("ideology_only_if_sociopolitical"))),
+            Check("labels_key_unique", "(uri, labeler, model, prompt_version) is unique across all partitions.",
+                  (("ExpectCompoundColumnsToBeUnique",
+                    {"column_list": ["uri", "labeler", "model", "prompt_version"]}),
+                   ("ExpectColumnValuesToBeBetween", {"column": "copies_overall", "min_value": 1, "max_value": 1}))),
+            Check("labels_reason_iff_not_ok", "reason is set exactly when status is not ok.",
+                  (_true("reason_consistent"),)),
+        ),
+    ),
+)  # fmt: skip
+
+
+@dataclass
+class CheckOutcome:
+    name: str
+    passed: bool
+    rows: int
+    unexpected_count: int
+    unexpected_sample: list[Any]
+    failed_expectations: list[str]
+
+    def metadata(self) -> dict[str, Any]:
+        return {
+            "rows_validated": self.rows,
+            "unexpected_count": self.unexpected_count,
+            "unexpected_sample": [str(v) for v in self.unexpected_sample][:SAMPLE_SIZE],
+            "failed_expectations": self.failed_expectations,
+        }
+
+
+def window_predicate(window: DayWindow | None) -> tuple[str, dict[str, date]]:
+    if window is None:
+        return "true", {}
+    return "partition_date >= $start AND partition_date < $end", {"start": window.start, "end": window.end}
+
+
+def suite_frame(con: Any, suite: Suite, window: DayWindow | None) -> pd.DataFrame:
+    predicate, params = window_predicate(window)
+    return con.execute(suite.query.format(window=predicate), params).df()
+
+
+def _gx_batch(frame: pd.DataFrame) -> Any:
+    import logging
+
+    import great_expectations as gx
+
+    logging.getLogger("great_expectations").setLevel(logging.ERROR)
+    context = gx.get_context(mode="ephemeral")
+    context.variables.progress_bars = {"globally": False}
+    source = context.data_sources.add_pandas("warehouse")
+    asset = source.add_dataframe_asset("frame")
+    return asset.add_batch_definition_whole_dataframe("whole").get_batch(batch_parameters={"dataframe": frame})
+
+
+def validate(frame: pd.DataFrame, checks: Sequence[Check]) -> list[CheckOutcome]:
+    """Run every check's expectations with GX on one frame; report GX's unexpected counts and samples."""
+    import great_expectations as gx
+
+    batch = _gx_batch(frame)
+    outcomes = []
+    for check in checks:
+        unexpected = 0
+        sample: list[Any] = []
+        failed: list[str] = []
+        for class_name, kwargs in check.expectations:
+            expectation = getattr(gx.expectations, class_name)(**kwargs)
+            result = batch.validate(expectation)
+            if not result.success:
+                failed.append(f"{class_name}({', '.join(f'{k}={v}' for k, v in kwargs.items())})")
+            unexpected += int(result.result.get("unexpected_count") or 0)
+            sample.extend(result.result.get("partial_unexpected_list") or [])
+        outcomes.append(CheckOutcome(check.name, not failed, len(frame), unexpected, sample[:SAMPLE_SIZE], failed))
+    return outcomes
