@@ -54,7 +54,8 @@ def _with_copies(table: str, key: Sequence[str]) -> str:
 SUITES: tuple[Suite, ...] = (
     Suite(
         asset="raw_posts",
-        query="""SELECT uri, partition_date, cast(timezone('UTC', created_at) AS DATE) = partition_date AS created_in_day
+        query="""SELECT uri, partition_date,
+                        cast(timezone('UTC', created_at) AS DATE) = partition_date AS created_in_day
                  FROM raw_posts WHERE {window}""",
         checks=(
             Check("raw_uri_not_null", "Every raw post has a uri.",
@@ -102,7 +103,8 @@ SUITES: tuple[Suite, ...] = (
         asset="llm_labels",
         query=f"""SELECT uri, labeler, model, prompt_version, status, reason, political_ideology,
                          copies_overall, ((reason IS NULL) = (status = 'ok')) AS reason_consistent,
-                         (political_ideology IS NULL OR coalesce(is_sociopolitical, false)) AS ideology_only_if_sociopolitical
+                         (political_ideology IS NULL OR coalesce(is_sociopolitical, false))
+                             AS ideology_only_if_sociopolitical
                   FROM {_with_copies("llm_labels", ["uri", "labeler", "model", "prompt_version"])} WHERE {{window}}""",
         checks=(
             Check("labels_status_accepted", "status is ok, failed or skipped.",
