@@ -1,19 +1,23 @@
-"""`bsky-warehouse`: the small command line over the warehouse (demo, prepare, …)."""
+"""`bsky-warehouse`: the small command line over the warehouse (demo, check, docs, eval, …)."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import subprocess
 import sys
 from collections.abc import Sequence
 from datetime import date, timedelta
 from pathlib import Path
+from typing import Any
 
 from bsky_warehouse.partitions import DayWindow
-from bsky_warehouse.project import SAMPLE_DIR, prepare_manifest
+from bsky_warehouse.project import DBT_ENV, DBT_PROJECT_DIR, SAMPLE_DIR, dbt_executable, prepare_manifest
+from bsky_warehouse.resources.reference import REFERENCE_SCORER
 
 SAMPLE_WINDOW = DayWindow(date(2024, 3, 8), date(2024, 3, 20))
+TOXICITY_DBT = ["stg_toxicity_scores", "scorer_agreement"]
 
 
 def _instance():
@@ -25,11 +29,39 @@ def _instance():
     return DagsterInstance.ephemeral()
 
 
-def materialize_window(window: DayWindow, db_path: str | None = None, archive_dir: str | None = None) -> dict:
-    """Materialize the Python assets day by day, then dbt once over the whole window (single-run backfill)."""
+def _warehouse():
+    from bsky_warehouse.resources.warehouse import WarehouseResource
+
+    return WarehouseResource()
+
+
+def demo_runs(window: DayWindow, archive_dir: str, raise_on_error: bool = True) -> list[dict[str, Any]]:
+    """The demo: everything with the offline default scorer, then the 2024 reference Perspective scores."""
     from bsky_warehouse.pipeline import run_window
 
-    return run_window(window, instance=_instance(), db_path=db_path, archive_dir=archive_dir)
+    instance = _instance()
+    runs = [run_window(window, instance, archive_dir=archive_dir, raise_on_error=raise_on_error)]
+    runs.append(
+        run_window(
+            window,
+            instance,
+            assets=["toxicity_scores", *TOXICITY_DBT],
+            run_config={"ops": {"toxicity_scores": {"config": {"scorer": REFERENCE_SCORER}}}},
+            raise_on_error=raise_on_error,
+        )
+    )
+    return runs
+
+
+def warehouse_summary() -> dict[str, Any]:
+    with _warehouse().connect() as con:
+        counts = {
+            table: con.execute(f"SELECT count(*) FROM {table}").fetchall()[0][0]
+            for table in ("raw_posts", "rejected_records", "post_deletions", "cleaned_posts", "toxicity_scores")
+        }
+        scorers = dict(con.execute("SELECT scorer, count(*) FROM toxicity_scores GROUP BY 1 ORDER BY 1").fetchall())
+        days = con.execute("SELECT count(DISTINCT partition_date) FROM raw_posts").fetchall()[0][0]
+    return {"tables": counts, "days_with_posts": days, "toxicity_rows_by_scorer": scorers}
 
 
 def cmd_prepare(_: argparse.Namespace) -> int:
@@ -40,17 +72,86 @@ def cmd_prepare(_: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     prepare_manifest()
     window = DayWindow(date.fromisoformat(args.start), date.fromisoformat(args.end))
-    summary = materialize_window(window, archive_dir=args.archive)
+    runs = demo_runs(window, args.archive)
+    summary = {"runs": [{k: r[k] for k in ("run_id", "success", "assets_materialized")} for r in runs]}
+    summary["warehouse"] = warehouse_summary()
     print(json.dumps(summary, indent=2, default=str))
+    print(
+        "\nNext: `make ui` (Dagster UI, http://127.0.0.1:3000), `make docs` (dbt docs, http://127.0.0.1:8080), "
+        "`.venv/bin/bsky-warehouse eval scorers --json`."
+    )
     return 0
 
 
 def cmd_materialize(args: argparse.Namespace) -> int:
+    from bsky_warehouse.pipeline import run_window
+
     prepare_manifest()
     start = date.fromisoformat(args.start)
     end = date.fromisoformat(args.end) if args.end else start + timedelta(days=1)
-    summary = materialize_window(DayWindow(start, end), archive_dir=args.archive)
-    print(json.dumps(summary, indent=2, default=str))
+    run_config = {"ops": {"toxicity_scores": {"config": {"scorer": args.scorer}}}} if args.scorer else None
+    result = run_window(DayWindow(start, end), _instance(), archive_dir=args.archive, run_config=run_config)
+    print(json.dumps(result, indent=2, default=str))
+    return 0 if result["success"] else 1
+
+
+def format_check_table(rows: list[dict[str, Any]]) -> str:
+    """A fixed-width table of check results, failures first."""
+    rows = sorted(rows, key=lambda r: (r["passed"], r["asset"], r["check"]))
+    width_a = max([len("asset"), *(len(r["asset"]) for r in rows)])
+    width_c = max([len("check"), *(len(r["check"]) for r in rows)])
+    lines = [f"{'asset':<{width_a}}  {'check':<{width_c}}  result"]
+    for r in rows:
+        verdict = "PASS" if r["passed"] else f"FAIL ({r['severity']})"
+        lines.append(f"{r['asset']:<{width_a}}  {r['check']:<{width_c}}  {verdict}")
+    return "\n".join(lines)
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    prepare_manifest()
+    runs = demo_runs(SAMPLE_WINDOW, args.archive, raise_on_error=False)
+    rows = [check for run in runs for check in run["checks"]]
+    print(format_check_table(rows))
+    failed = [r for r in rows if not r["passed"]]
+    broken_runs = [r["run_id"] for r in runs if not r["success"]]
+    print(f"\n{len(rows) - len(failed)} passed, {len(failed)} failed")
+    if broken_runs:
+        print(f"runs that did not succeed: {broken_runs}")
+    return 1 if failed or broken_runs or not rows else 0
+
+
+def cmd_docs(args: argparse.Namespace) -> int:
+    prepare_manifest()
+    env = {**os.environ, **DBT_ENV}
+    env["BSKY_WAREHOUSE_DB"] = str(_warehouse().db_path)
+    with _warehouse().lock():
+        subprocess.run(
+            [dbt_executable(), "docs", "generate", "--project-dir", str(DBT_PROJECT_DIR),
+             "--profiles-dir", str(DBT_PROJECT_DIR)],
+            check=True, env=env, cwd=DBT_PROJECT_DIR,
+        )  # fmt: skip
+    if not args.serve:
+        return 0
+    target = DBT_PROJECT_DIR / "target"
+    print(f"dbt docs on http://{args.host}:{args.port}")
+    return subprocess.call(
+        [dbt_executable(), "docs", "serve", "--project-dir", str(DBT_PROJECT_DIR), "--profiles-dir",
+         str(DBT_PROJECT_DIR), "--host", args.host, "--port", str(args.port), "--no-browser"],
+        env=env, cwd=target.parent,
+    )  # fmt: skip
+
+
+def cmd_eval_scorers(args: argparse.Namespace) -> int:
+    from bsky_warehouse.evaluation import scorer_agreement
+
+    with _warehouse().connect() as con:
+        rows = scorer_agreement(con, reference=args.reference)
+    if args.json:
+        print(json.dumps({"scorers": rows}))
+    else:
+        for r in rows:
+            print(f"{r['scorer']:>24} vs {r['reference']}: {r['attribute']:<18} n={r['n']:<5} "
+                  f"pearson={r['pearson']} spearman={r['spearman']} auc={r['auc']}")  # fmt: skip
     return 0
 
 
@@ -65,11 +166,30 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--end", default=SAMPLE_WINDOW.end.isoformat(), help="exclusive")
     demo.add_argument("--archive", default=str(SAMPLE_DIR))
     demo.set_defaults(func=cmd_demo)
+
     mat = sub.add_parser("materialize", help="materialize a day or a range of days from an archive directory")
     mat.add_argument("--start", required=True, help="first day, YYYY-MM-DD")
     mat.add_argument("--end", help="day after the last (exclusive); default: one day")
     mat.add_argument("--archive", default=str(SAMPLE_DIR))
+    mat.add_argument("--scorer", help="toxicity scorer for this run (default: profanity-check)")
     mat.set_defaults(func=cmd_materialize)
+
+    check = sub.add_parser("check", help="materialize the sample and run every asset check and dbt test")
+    check.add_argument("--archive", default=str(SAMPLE_DIR))
+    check.set_defaults(func=cmd_check)
+
+    docs = sub.add_parser("docs", help="generate (and serve) the dbt docs site")
+    docs.add_argument("--serve", action="store_true")
+    docs.add_argument("--host", default="127.0.0.1")
+    docs.add_argument("--port", type=int, default=8080)
+    docs.set_defaults(func=cmd_docs)
+
+    ev = sub.add_parser("eval", help="evaluate scorers or labelers against references")
+    ev_sub = ev.add_subparsers(dest="what", required=True)
+    ev_scorers = ev_sub.add_parser("scorers", help="agreement of each scorer with the reference scorer")
+    ev_scorers.add_argument("--reference", default=REFERENCE_SCORER)
+    ev_scorers.add_argument("--json", action="store_true")
+    ev_scorers.set_defaults(func=cmd_eval_scorers)
     return parser
 
 

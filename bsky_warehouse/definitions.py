@@ -1,6 +1,7 @@
 """The Dagster code location: every asset, check and resource of the warehouse."""
 
 import os
+from typing import Any
 
 from dagster import AssetSelection, Definitions, EnvVar, define_asset_job
 
@@ -9,7 +10,6 @@ from bsky_warehouse.assets.dbt import dbt_models, dbt_resource
 from bsky_warehouse.assets.ingest import archive_ingest
 from bsky_warehouse.assets.toxicity import toxicity_scores
 from bsky_warehouse.checks.assets import build_asset_checks
-from bsky_warehouse.partitions import daily_partitions
 from bsky_warehouse.resources.bluesky import ArchiveSource
 from bsky_warehouse.resources.perspective import PerspectiveResource
 from bsky_warehouse.resources.warehouse import WarehouseResource
@@ -17,7 +17,7 @@ from bsky_warehouse.resources.warehouse import WarehouseResource
 ASSETS = [archive_ingest, cleaned_posts, toxicity_scores, dbt_models]
 PYTHON_TABLES = {key.to_user_string() for a in ASSETS if a is not dbt_models for key in a.keys}
 
-warehouse_job = define_asset_job("warehouse_daily", selection=AssetSelection.all(), partitions_def=daily_partitions)
+warehouse_job = define_asset_job("warehouse_daily", selection=AssetSelection.all())
 
 
 def perspective_resource() -> PerspectiveResource:
@@ -30,22 +30,22 @@ def perspective_resource() -> PerspectiveResource:
     )
 
 
-def build_definitions(
-    warehouse: WarehouseResource | None = None,
-    archive: ArchiveSource | None = None,
-    perspective: PerspectiveResource | None = None,
-) -> Definitions:
+def default_resources() -> dict[str, Any]:
+    return {
+        "warehouse": WarehouseResource(),
+        "archive": ArchiveSource(),
+        "perspective": perspective_resource(),
+        "dbt": dbt_resource(),
+    }
+
+
+def build_definitions(**overrides: Any) -> Definitions:
     """Definitions with overridable resources (tests point them at temporary files and local servers)."""
     return Definitions(
         assets=ASSETS,
         asset_checks=build_asset_checks(PYTHON_TABLES),
         jobs=[warehouse_job],
-        resources={
-            "warehouse": warehouse or WarehouseResource(),
-            "archive": archive or ArchiveSource(),
-            "perspective": perspective or perspective_resource(),
-            "dbt": dbt_resource(),
-        },
+        resources={**default_resources(), **overrides},
     )
 
 

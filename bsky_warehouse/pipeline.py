@@ -18,14 +18,22 @@ def run_window(
     archive_dir: str | None = None,
     run_config: dict[str, Any] | None = None,
     assets: list[str] | None = None,
+    resources: dict[str, Any] | None = None,
+    raise_on_error: bool = True,
 ) -> dict[str, Any]:
-    """One run materializes every asset for every day of the window (all assets take partition ranges)."""
+    """One run materializes the selected assets (default: all) for every day of the window.
+
+    Every asset accepts a partition range, so a window is one run, as a single-run backfill would be.
+    Returns what was materialized and every asset-check evaluation.
+    """
     from bsky_warehouse.definitions import build_definitions
 
-    defs = build_definitions(
-        warehouse=WarehouseResource(path=db_path) if db_path else None,
-        archive=ArchiveSource(directory=archive_dir) if archive_dir else None,
-    )
+    overrides: dict[str, Any] = dict(resources or {})
+    if db_path:
+        overrides["warehouse"] = WarehouseResource(path=db_path)
+    if archive_dir:
+        overrides["archive"] = ArchiveSource(directory=archive_dir)
+    defs = build_definitions(**overrides)
     job = defs.resolve_job_def("warehouse_daily")
     days = window.days()
     result = job.execute_in_process(
@@ -33,11 +41,30 @@ def run_window(
         run_config=run_config or {},
         asset_selection=[AssetKey(name) for name in assets] if assets else None,
         tags={RANGE_START_TAG: days[0].isoformat(), RANGE_END_TAG: days[-1].isoformat()},
+        raise_on_error=raise_on_error,
     )
     materialized = sorted({e.asset_key.to_user_string() for e in result.get_asset_materialization_events()})
+    checks = [
+        {
+            "asset": evaluation.asset_key.to_user_string(),
+            "check": evaluation.check_name,
+            "passed": evaluation.passed,
+            "severity": evaluation.severity.value,
+        }
+        for evaluation in result.get_asset_check_evaluations()
+    ]
+    skipped = sorted(
+        {
+            event.step_key
+            for event in result.all_events
+            if event.event_type_value == "STEP_SKIPPED" and event.step_key is not None
+        }
+    )
     return {
         "run_id": result.run_id,
         "success": result.success,
         "window": [str(window.start), str(window.end)],
         "assets_materialized": materialized,
+        "steps_skipped": skipped,
+        "checks": checks,
     }
