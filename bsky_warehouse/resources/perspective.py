@@ -92,9 +92,7 @@ def _as_json(body: Mapping[str, Any] | bytes | str | None) -> Any:
         return None
 
 
-def parse_scores(
-    body: Mapping[str, Any] | bytes | str, expected: Iterable[str] | None = None
-) -> dict[str, float]:
+def parse_scores(body: Mapping[str, Any] | bytes | str, expected: Iterable[str] | None = None) -> dict[str, float]:
     """`attributeScores.<ATTR>.summaryScore.value` keyed by `prob_*` column.
 
     Raises MalformedResponse when the body is not JSON, lacks attributeScores, has a score that is not a
@@ -207,6 +205,26 @@ def redact(text: str, secret: str) -> str:
     return "key=".join(out)
 
 
+class _RedactKeyFilter(logging.Filter):
+    """Strips `key=` from httpx's INFO line ("HTTP Request: POST <url> ..."), which quotes the full URL:
+    any handler that captures INFO (Dagster's managed loggers, a debugging session) would leak the key."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple) and record.args:
+            record.args = tuple(
+                redact(str(arg), "") if isinstance(arg, httpx.URL | str) and "key=" in str(arg) else arg
+                for arg in record.args
+            )
+        if isinstance(record.msg, str) and "key=" in record.msg:
+            record.msg = redact(record.msg, "")
+        return True
+
+
+_httpx_logger = logging.getLogger("httpx")
+if not any(isinstance(f, _RedactKeyFilter) for f in _httpx_logger.filters):
+    _httpx_logger.addFilter(_RedactKeyFilter())
+
+
 # --------------------------------------------------------------------------------------------------
 # Rate limiting
 # --------------------------------------------------------------------------------------------------
@@ -260,12 +278,14 @@ class TokenBucket:
                 await asyncio.sleep((1.0 - self._tokens) / self.rate)
 
     def on_throttled(self, pause_s: float) -> None:
-        """A 429: stop sending for `pause_s`, drop saved tokens and cut the rate multiplicatively."""
+        """A 429: stop sending for `pause_s`, drop saved tokens and cut the rate by a fifth."""
         now = self._clock()
         self._refill(now)
         self._tokens = 0.0
+        # 429s for requests already in flight when the first one arrived are the same episode: cut once.
+        if now >= self._paused_until:
+            self.rate = max(self.min_rate, self.rate * 0.8)
         self._paused_until = max(self._paused_until, now + pause_s)
-        self.rate = max(self.min_rate, self.rate * 0.8)
 
     def on_success(self) -> None:
         """Additive recovery: ~50 successes bring a halved rate back to the maximum."""
@@ -316,6 +336,7 @@ class ClientSettings:
     attributes: tuple[str, ...]
     languages: tuple[str, ...]
     min_text_length: int
+    use_post_langs: bool = False
     max_language_fallbacks: int = 3
     backoff_base_s: float = 1.0
     backoff_max_s: float = 60.0
@@ -333,9 +354,7 @@ class _Attempt(NamedTuple):
 class PerspectiveClient:
     """The asyncio scoring loop: a pool of `max_concurrency` workers sharing one token bucket."""
 
-    def __init__(
-        self, settings: ClientSettings, transport: httpx.AsyncBaseTransport | None = None
-    ) -> None:
+    def __init__(self, settings: ClientSettings, transport: httpx.AsyncBaseTransport | None = None) -> None:
         self.settings = settings
         self.stats = ScoreStats()
         self._transport = transport
@@ -402,11 +421,12 @@ class PerspectiveClient:
             return ScoreResult(post.uri, "failed", REASON_COMMENT_TOO_LONG)
 
         attributes = list(s.attributes)
+        languages = post.langs if s.use_post_langs and post.langs else s.languages
         retries = 0
         fallbacks = 0
         while True:
             await bucket.acquire()
-            attempt = await self._post(client, post.text, attributes)
+            attempt = await self._post(client, post.text, attributes, languages)
             if attempt.probs is not None:
                 bucket.on_success()
                 return ScoreResult(post.uri, "ok", None, attempt.probs)
@@ -414,7 +434,7 @@ class PerspectiveClient:
                 error = attempt.error
                 if error.reason == REASON_LANGUAGE_NOT_SUPPORTED and fallbacks < s.max_language_fallbacks:
                     narrowed = self._narrow(attributes, error.unsupported_attribute, first=fallbacks == 0)
-                    if narrowed:
+                    if narrowed and narrowed != attributes:
                         fallbacks += 1
                         self.stats.language_fallbacks += 1
                         attributes = narrowed
@@ -422,8 +442,7 @@ class PerspectiveClient:
                 return ScoreResult(post.uri, "failed", error.reason)
             # Transient: 429, 5xx, timeout, connection error or malformed 200.
             if retries >= s.max_retries:
-                log.warning("perspective: giving up on %s after %d retries (%s)", post.uri, retries,
-                            attempt.transient)
+                log.warning("perspective: giving up on %s after %d retries (%s)", post.uri, retries, attempt.transient)
                 return ScoreResult(post.uri, "failed", REASON_API_ERROR)
             delay = backoff_delay(retries, s.backoff_base_s, s.backoff_max_s, self._rng)
             if attempt.transient == "http_429":
@@ -444,10 +463,12 @@ class PerspectiveClient:
         kept = [a for a in attributes if a in PERSPECTIVE_PRODUCTION] if first else list(attributes)
         return [a for a in kept if a != unsupported]
 
-    async def _post(self, client: httpx.AsyncClient, text: str, attributes: list[str]) -> _Attempt:
+    async def _post(
+        self, client: httpx.AsyncClient, text: str, attributes: list[str], languages: Sequence[str]
+    ) -> _Attempt:
         s = self.settings
         stats = self.stats
-        payload = orjson.dumps(build_request(text, attributes, s.languages))
+        payload = orjson.dumps(build_request(text, attributes, languages))
         stats.requests += 1
         try:
             response = await client.post(self._url, params={"key": s.api_key}, content=payload)
@@ -504,6 +525,9 @@ class PerspectiveResource(ConfigurableResource):
     attributes: list[str] = Field(default_factory=lambda: list(PERSPECTIVE_ATTRIBUTES))
     languages: list[str] = Field(default_factory=lambda: ["en"])
     min_text_length: int = Field(default=1, ge=0, description="Shorter stripped texts are skipped.")
+    use_post_langs: bool = Field(
+        default=False, description="Send each post's own `langs` (when it has any) instead of `languages`."
+    )
     max_language_fallbacks: int = Field(default=3, ge=0)
     backoff_base_s: float = Field(default=1.0, gt=0)
     backoff_max_s: float = Field(default=60.0, gt=0)
@@ -527,6 +551,7 @@ class PerspectiveResource(ConfigurableResource):
             attributes=tuple(self.attributes),
             languages=tuple(self.languages),
             min_text_length=self.min_text_length,
+            use_post_langs=self.use_post_langs,
             max_language_fallbacks=self.max_language_fallbacks,
             backoff_base_s=self.backoff_base_s,
             backoff_max_s=self.backoff_max_s,
@@ -545,5 +570,7 @@ class PerspectiveResource(ConfigurableResource):
             return ScoreStats()
         return asyncio.run(PerspectiveClient(self.client_settings()).run(posts, on_result))
 
-    def __repr__(self) -> str:  # pydantic's default repr would print the key
-        return f"PerspectiveResource(base_url={self.base_url!r}, qps={self.qps}, api_key='***')"
+    def __repr_args__(self) -> Iterable[tuple[str | None, Any]]:
+        """pydantic's repr/str would print every field, the API key included."""
+        for name, value in super().__repr_args__():
+            yield name, ("***" if name == "api_key" else value)
