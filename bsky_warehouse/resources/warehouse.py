@@ -83,6 +83,9 @@ class WarehouseResource(ConfigurableResource):
 
     path: str = Field(default_factory=default_db_path, description="DuckDB file (env BSKY_WAREHOUSE_DB).")
     lock_timeout_s: float = Field(default=1800.0, description="How long a writer waits for its turn.")
+    memory_limit: str = Field(
+        default="768MB", description="DuckDB memory limit; larger days spill to disk instead of growing RSS."
+    )
 
     @property
     def db_path(self) -> Path:
@@ -111,6 +114,8 @@ class WarehouseResource(ConfigurableResource):
             con = duckdb.connect(str(self.db_path))
             try:
                 con.execute("SET TimeZone = 'UTC'")
+                con.execute(f"SET memory_limit = '{self.memory_limit}'")
+                con.execute("SET preserve_insertion_order = false")
                 for ddl in TABLES.values():
                     con.execute(ddl)
                 yield con
