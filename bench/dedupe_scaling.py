@@ -15,11 +15,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.ingest import generate  # noqa: E402
-from bsky_warehouse.cleaning import FilterRules, clean_day  # noqa: E402
-from bsky_warehouse.ingest import replace_day, stage_lines  # noqa: E402
-from bsky_warehouse.resources.bluesky import read_outcomes  # noqa: E402
-from bsky_warehouse.resources.warehouse import WarehouseResource  # noqa: E402
+from bench.ingest import generate
+from bsky_warehouse.cleaning import FilterRules, clean_day
+from bsky_warehouse.ingest import replace_day, stage_lines
+from bsky_warehouse.resources.bluesky import read_outcomes
+from bsky_warehouse.resources.warehouse import WarehouseResource
 
 
 def main() -> None:

@@ -14,11 +14,72 @@ from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
-WORDS = (
-    "the a to of and in is it you that for on with this be are not have was but at so just like what all "
-    "people think time day good new more about one out when now know get people vote policy election news "
-    "love great today art cat dog coffee game music book work week thanks lol really going see make want"
-).split()
+WORDS = [
+    "the",
+    "a",
+    "to",
+    "of",
+    "and",
+    "in",
+    "is",
+    "it",
+    "you",
+    "that",
+    "for",
+    "on",
+    "with",
+    "this",
+    "be",
+    "are",
+    "not",
+    "have",
+    "was",
+    "but",
+    "at",
+    "so",
+    "just",
+    "like",
+    "what",
+    "all",
+    "people",
+    "think",
+    "time",
+    "day",
+    "good",
+    "new",
+    "more",
+    "about",
+    "one",
+    "out",
+    "when",
+    "now",
+    "know",
+    "get",
+    "people",
+    "vote",
+    "policy",
+    "election",
+    "news",
+    "love",
+    "great",
+    "today",
+    "art",
+    "cat",
+    "dog",
+    "coffee",
+    "game",
+    "music",
+    "book",
+    "work",
+    "week",
+    "thanks",
+    "lol",
+    "really",
+    "going",
+    "see",
+    "make",
+    "want",
+]
 LANGS = [(["en"], 0.78), (["ja"], 0.07), (["pt"], 0.05), (["de"], 0.03), (["es"], 0.03), (None, 0.04)]
 ALPHABET = "234567abcdefghijklmnopqrstuvwxyz"
 
@@ -57,8 +118,8 @@ def events(day: date, posts: int, seed: int = 0) -> Iterator[dict]:
             record["reply"] = {"parent": ref, "root": ref}
         if rng.random() < 0.1:
             record["text"] += " https://example.org/a"
-            record["facets"] = [{"index": {"byteStart": 0, "byteEnd": 1},
-                                 "features": [{"$type": "app.bsky.richtext.facet#link", "uri": "https://example.org/a"}]}]  # fmt: skip
+            link = {"$type": "app.bsky.richtext.facet#link", "uri": "https://example.org/a"}
+            record["facets"] = [{"index": {"byteStart": 0, "byteEnd": 1}, "features": [link]}]
         time_us = int((created + timedelta(seconds=rng.random() * 2)).timestamp() * 1_000_000)
         event = {"did": did, "time_us": time_us, "kind": "commit",
                  "commit": {"rev": rkey, "operation": "create", "collection": "app.bsky.feed.post",

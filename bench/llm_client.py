@@ -1,0 +1,96 @@
+"""Does the LLM client keep its concurrency busy? Measured against the local server with fixed latency.
+
+    python bench/llm_client.py --posts 2000 --latency-ms 200 --concurrency 64 --json
+
+Starts `tests.servers.openai_server` (in-process, background thread) answering every request after a
+fixed delay, labels N synthetic posts with `OpenAILabelerResource(max_concurrency=C, batch_size=k)`, and
+reports posts/s against the ceiling C·k/latency. With a real endpoint the latency is the model's, so a
+client that cannot hold C requests in flight would waste the GPU behind it; efficiency well below ~0.9,
+max_in_flight below C, or any lost post is a regression.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from bsky_warehouse.records import LabelResult, PostText  # noqa: E402
+from bsky_warehouse.resources.llm import OpenAILabelerResource  # noqa: E402
+from tests.servers.openai_server import OpenAIServer  # noqa: E402
+
+WORDS = ("the", "vote", "senate", "cat", "trump", "biden", "coffee", "climate", "people", "today", "post")
+
+
+def synthetic_posts(n: int) -> list[PostText]:
+    """Distinct, deterministic texts so per-text server counts identify each post."""
+    posts = []
+    for i in range(n):
+        words = " ".join(WORDS[(i * 7 + j * 3) % len(WORDS)] for j in range(3 + i % 9))
+        posts.append(PostText(uri=f"at://did:plc:bench/app.bsky.feed.post/{i:08d}", text=f"{words} #{i}"))
+    return posts
+
+
+def run(n_posts: int, latency_s: float, concurrency: int, batch_size: int = 1) -> dict[str, float | int]:
+    posts = synthetic_posts(n_posts)
+    results: Counter[str] = Counter()
+    ok: Counter[str] = Counter()
+
+    def on_result(result: LabelResult) -> None:
+        results[result.uri] += 1
+        ok[result.uri] += result.status == "ok"
+
+    with OpenAIServer(latency_s=latency_s) as server:
+        labeler = OpenAILabelerResource(
+            base_url=server.base_url, model="bench", max_concurrency=concurrency, batch_size=batch_size
+        )
+        started = time.monotonic()
+        stats = labeler.label(posts, on_result)
+        elapsed = time.monotonic() - started
+        max_in_flight = server.max_in_flight
+        requests = server.stats["requests"]
+    lost = sum(1 for p in posts if results[p.uri] != 1 or ok[p.uri] != 1)
+    expected = concurrency * batch_size / latency_s if latency_s > 0 else float("inf")
+    achieved = n_posts / elapsed if elapsed > 0 else 0.0
+    return {
+        "posts": n_posts,
+        "seconds": round(elapsed, 3),
+        "posts_per_s": round(achieved, 1),
+        "max_in_flight": max_in_flight,
+        "configured_concurrency": concurrency,
+        "expected_posts_per_s": round(expected, 1),
+        "efficiency": round(achieved / expected, 3) if expected != float("inf") else None,
+        "batch_size": batch_size,
+        "latency_ms": latency_s * 1000,
+        "requests": requests,
+        "client_max_in_flight": stats.max_in_flight,
+        "lost": lost,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--posts", type=int, default=2000)
+    parser.add_argument("--latency-ms", type=float, default=200.0, help="server delay per request")
+    parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--batch-size", type=int, default=1)
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    args = parser.parse_args(argv)
+    figures = run(args.posts, args.latency_ms / 1000, args.concurrency, args.batch_size)
+    if args.json:
+        print(json.dumps(figures))
+    else:
+        for name, value in figures.items():
+            print(f"{name:>22}: {value}")
+    return 0 if figures["lost"] == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
