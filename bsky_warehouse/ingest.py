@@ -28,9 +28,12 @@ POST_FIELDS = (
 
 @dataclass
 class IngestStats:
-    """Every line read for the day, accounted for."""
+    """Every line read for the day, accounted for: `lines` are the day's own, `undated` the lines with no
+    readable time (seen by every day's run, counted here but owned by none)."""
 
     lines: int = 0
+    undated: int = 0
+    by_kind: Counter[str] = field(default_factory=Counter)
     post_events: int = 0
     posts: int = 0
     duplicate_events: int = 0
@@ -42,6 +45,8 @@ class IngestStats:
     def metadata(self) -> dict[str, Any]:
         return {
             "lines_read": self.lines,
+            "undated_lines": self.undated,
+            "lines_by_outcome": dict(sorted(self.by_kind.items())),
             "post_events": self.post_events,
             "posts": self.posts,
             "duplicate_or_updated_events": self.duplicate_events,
@@ -79,7 +84,11 @@ def stage_lines(con: duckdb.DuckDBPyConnection, lines: Iterable[tuple[str, int, 
     deletes: list[dict[str, Any]] = []
     rejects: list[dict[str, Any]] = []
     for file, line_no, raw, outcome in lines:
-        stats.lines += 1
+        if outcome.day is None:
+            stats.undated += 1
+        else:
+            stats.lines += 1
+            stats.by_kind[outcome.kind] += 1
         if outcome.kind == "post":
             assert outcome.row is not None
             posts.append({**outcome.row, "time_us": outcome.time_us})

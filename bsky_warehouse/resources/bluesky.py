@@ -39,7 +39,8 @@ def archive_files(directory: Path) -> list[Path]:
 
 
 def read_outcomes(directory: Path, day: date) -> Iterator[tuple[str, int, bytes, Outcome]]:
-    """Every line of the archive that belongs to `day`, plus undated rejects (owned by no single day).
+    """Every line of the archive that belongs to `day`, plus the undated lines (owned by no single day:
+    every day's run sees them; rejects among them are stored once, keyed by file and line).
 
     Yields (file relative to the archive, 1-based line number, the raw line, its outcome).
     """
@@ -48,7 +49,7 @@ def read_outcomes(directory: Path, day: date) -> Iterator[tuple[str, int, bytes,
         with open_archive(path) as fh:
             for line_no, line in enumerate(fh, start=1):
                 outcome = parse_event(line)
-                if outcome.day == day or (outcome.kind == "reject" and outcome.day is None):
+                if outcome.day == day or outcome.day is None:
                     yield relative, line_no, line, outcome
 
 
