@@ -1,0 +1,66 @@
+"""A real Dagster instance backfilling 7 partitions as several concurrent runs with the multiprocess executor."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+
+import duckdb
+import pytest
+from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
+
+from bsky_warehouse.partitions import DayWindow
+from bsky_warehouse.pipeline import run_window
+from bsky_warehouse.project import REPO_ROOT, SAMPLE_DIR
+
+pytestmark = pytest.mark.integration
+RANGES = [("2024-03-10", "2024-03-12"), ("2024-03-13", "2024-03-14"), ("2024-03-15", "2024-03-16")]
+
+
+def counts(db: str) -> dict[str, list[tuple]]:
+    con = duckdb.connect(db, read_only=True)
+    try:
+        out = {}
+        for table in ("raw_posts", "cleaned_posts", "post_deletions", "rejected_records", "toxicity_scores"):
+            out[table] = con.execute(
+                f"SELECT partition_date::VARCHAR, count(*) FROM {table} GROUP BY 1 ORDER BY 1"
+            ).fetchall()
+        out["daily_post_counts"] = con.execute("SELECT * FROM marts.daily_post_counts ORDER BY day").fetchall()
+        return out
+    finally:
+        con.close()
+
+
+def test_concurrent_multiprocess_runs_all_succeed_and_equal_a_sequential_run(tmp_path):
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    shutil.copy(REPO_ROOT / "dagster.yaml", home / "dagster.yaml")
+    db = str(tmp_path / "parallel.duckdb")
+    env = {**os.environ, "DAGSTER_HOME": str(home), "BSKY_WAREHOUSE_DB": db}
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "dagster", "asset", "materialize", "-m", "bsky_warehouse.definitions",
+             "--select", "*", "--partition-range", f"{start}...{end}"],
+            cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )  # fmt: skip
+        for start, end in RANGES
+    ]
+    outputs = [p.communicate(timeout=600)[0] for p in procs]
+    for proc, out in zip(procs, outputs, strict=True):
+        assert proc.returncode == 0, out[-4000:]
+        assert "Could not set lock" not in out
+        assert "multiprocess" in out.lower()
+
+    instance = DagsterInstance.from_config(str(home))
+    runs = instance.get_runs(RunsFilter())
+    assert len(runs) == len(RANGES)
+    assert all(run.status == DagsterRunStatus.SUCCESS for run in runs)
+
+    sequential = str(tmp_path / "sequential.duckdb")
+    window = DayWindow.for_day(RANGES[0][0])
+    window = DayWindow(window.start, DayWindow.for_day(RANGES[-1][1]).end)
+    assert run_window(window, DagsterInstance.ephemeral(), db_path=sequential, archive_dir=str(SAMPLE_DIR))["success"]
+    assert counts(db) == counts(sequential)
+    assert len(counts(db)["raw_posts"]) == 7
