@@ -20,7 +20,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 REFERENCE = ROOT / "data" / "reference" / "pilot_posts_perspective.csv"
+HAND_LABELS = ROOT / "data" / "reference" / "pilot_posts_hand_labels.csv"
 OUT = ROOT / "data" / "sample" / "jetstream"
+SEED = ROOT / "dbt_project" / "seeds" / "reference_hand_labels.csv"
+IDEOLOGY = {"left-leaning": "left", "right-leaning": "right", "moderate": "moderate", "unclear": "unclear"}
 TID_ALPHABET = "234567abcdefghijklmnopqrstuvwxyz"
 
 
@@ -164,6 +167,22 @@ def main() -> None:
             for _, line in sorted(lines, key=lambda item: item[0]):
                 fh.write(line + "\n")
     print(f"wrote {sum(map(len, lines_by_day.values()))} events in {len(lines_by_day)} files to {OUT}")
+    write_hand_label_seed({row["link"]: row["uri"] for row in rows})
+
+
+def write_hand_label_seed(uri_by_link: dict[str, str]) -> None:
+    """The hand labels keyed by post uri, as a dbt seed, so marts can compare labelers per day."""
+    with HAND_LABELS.open(newline="", encoding="utf-8") as fh:
+        labels = list(csv.DictReader(fh))
+    SEED.parent.mkdir(parents=True, exist_ok=True)
+    with SEED.open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh, lineterminator="\n")
+        writer.writerow(["uri", "link", "is_sociopolitical", "political_ideology"])
+        for row in sorted(labels, key=lambda r: r["link"]):
+            civic = {"civic": "true", "not civic": "false"}.get(row["civic_hand_label"].strip(), "")
+            ideology = IDEOLOGY.get(row["political_ideology_hand_label"].strip(), "")
+            writer.writerow([uri_by_link[row["link"]], row["link"], civic, ideology])
+    print(f"wrote {len(labels)} hand labels to {SEED}")
 
 
 if __name__ == "__main__":
