@@ -17,7 +17,25 @@ from bsky_warehouse.project import DBT_ENV, DBT_PROJECT_DIR, SAMPLE_DIR, dbt_exe
 from bsky_warehouse.resources.reference import REFERENCE_SCORER
 
 SAMPLE_WINDOW = DayWindow(date(2024, 3, 8), date(2024, 3, 20))
-TOXICITY_DBT = ["stg_toxicity_scores", "scorer_agreement"]
+STAGING_DBT = ["stg_raw_posts", "stg_rejected_records", "stg_post_deletions", "stg_cleaned_posts",
+               "stg_toxicity_scores", "stg_llm_labels"]  # fmt: skip
+# Marts that read scores or labels; each demo step rebuilds the ones its new rows feed.
+TOXICITY_DBT = [*STAGING_DBT, "scorer_agreement", "daily_toxicity_summary", "toxicity_by_ideology",
+                "author_profiles", "pipeline_coverage"]  # fmt: skip
+LABEL_DBT = [*STAGING_DBT, "reference_hand_labels", "labeler_agreement", "daily_sociopolitical_summary",
+             "toxicity_by_ideology", "author_profiles", "pipeline_coverage"]  # fmt: skip
+
+
+def recorded_labels_config(model: str) -> dict[str, Any]:
+    """Run config importing one recorded 2024 labeler (GPT-4, Llama-3-8B, Llama-3-70B) into llm_labels."""
+    from bsky_warehouse.resources.reference_labels import RECORDED_LABELS, RECORDED_MODELS, RECORDED_PROMPT_VERSION
+
+    label_column, ideology_column = RECORDED_MODELS[model]
+    return {"ops": {"llm_labels": {"config": {
+        "labeler": "import", "import_path": str(RECORDED_LABELS), "import_model": model,
+        "import_prompt_version": RECORDED_PROMPT_VERSION, "import_label_column": label_column,
+        "import_ideology_column": ideology_column, "import_drop_ideology_on_non_sociopolitical": True,
+    }}}}  # fmt: skip
 
 
 def _instance():
@@ -36,11 +54,16 @@ def _warehouse():
 
 
 def demo_runs(window: DayWindow, archive_dir: str, raise_on_error: bool = True) -> list[dict[str, Any]]:
-    """The demo: everything with the offline default scorer, then the 2024 reference Perspective scores."""
+    """The demo: ingest, clean and the offline default scorer; then the 2024 reference Perspective scores; then
+    the recorded GPT-4 and Llama-3 labels (or, with LLM_MODEL set, the configured OpenAI-compatible server)."""
     from bsky_warehouse.pipeline import run_window
+    from bsky_warehouse.resources.reference_labels import RECORDED_MODELS
 
     instance = _instance()
-    runs = [run_window(window, instance, archive_dir=archive_dir, raise_on_error=raise_on_error)]
+    python_assets = ["raw_posts", "post_deletions", "rejected_records", "cleaned_posts", "toxicity_scores"]
+    dbt_assets = ["daily_post_counts", *TOXICITY_DBT]
+    runs = [run_window(window, instance, archive_dir=archive_dir, raise_on_error=raise_on_error,
+                       assets=python_assets + dbt_assets)]  # fmt: skip
     runs.append(
         run_window(
             window,
@@ -50,6 +73,16 @@ def demo_runs(window: DayWindow, archive_dir: str, raise_on_error: bool = True) 
             raise_on_error=raise_on_error,
         )
     )
+    label_runs = (
+        [{"ops": {"llm_labels": {"config": {"labeler": "openai"}}}}]
+        if os.environ.get("LLM_MODEL")
+        else [recorded_labels_config(model) for model in RECORDED_MODELS]
+    )
+    for run_config in label_runs:
+        runs.append(
+            run_window(window, instance, assets=["llm_labels", *LABEL_DBT], run_config=run_config,
+                       raise_on_error=raise_on_error)
+        )  # fmt: skip
     return runs
 
 
@@ -57,11 +90,19 @@ def warehouse_summary() -> dict[str, Any]:
     with _warehouse().connect() as con:
         counts = {
             table: con.execute(f"SELECT count(*) FROM {table}").fetchall()[0][0]
-            for table in ("raw_posts", "rejected_records", "post_deletions", "cleaned_posts", "toxicity_scores")
-        }
+            for table in ("raw_posts", "rejected_records", "post_deletions", "cleaned_posts", "toxicity_scores",
+                          "llm_labels")
+        }  # fmt: skip
         scorers = dict(con.execute("SELECT scorer, count(*) FROM toxicity_scores GROUP BY 1 ORDER BY 1").fetchall())
+        labelers = {
+            f"{labeler}/{model}/{version}": n
+            for labeler, model, version, n in con.execute(
+                "SELECT labeler, model, prompt_version, count(*) FROM llm_labels GROUP BY ALL ORDER BY ALL"
+            ).fetchall()
+        }
         days = con.execute("SELECT count(DISTINCT partition_date) FROM raw_posts").fetchall()[0][0]
-    return {"tables": counts, "days_with_posts": days, "toxicity_rows_by_scorer": scorers}
+    return {"tables": counts, "days_with_posts": days, "toxicity_rows_by_scorer": scorers,
+            "label_rows_by_labeler": labelers}  # fmt: skip
 
 
 def cmd_prepare(_: argparse.Namespace) -> int:
@@ -155,6 +196,20 @@ def cmd_eval_scorers(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_eval_labels(args: argparse.Namespace) -> int:
+    from bsky_warehouse.evaluation import labeler_agreement
+
+    with _warehouse().connect() as con:
+        rows = labeler_agreement(con)
+    if args.json:
+        print(json.dumps({"labelers": rows}))
+    else:
+        for r in rows:
+            print(f"{r['labeler']}/{r['model']:<14} {r['task']:<15} n={r['n']:<4} "
+                  f"accuracy={r['accuracy']} macro_f1={r['macro_f1']}")  # fmt: skip
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bsky-warehouse", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -190,6 +245,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev_scorers.add_argument("--reference", default=REFERENCE_SCORER)
     ev_scorers.add_argument("--json", action="store_true")
     ev_scorers.set_defaults(func=cmd_eval_scorers)
+    ev_labels = ev_sub.add_parser("labels", help="accuracy of each labeler against the reference hand labels")
+    ev_labels.add_argument("--json", action="store_true")
+    ev_labels.set_defaults(func=cmd_eval_labels)
     return parser
 
 

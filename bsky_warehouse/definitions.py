@@ -8,13 +8,15 @@ from dagster import AssetSelection, Definitions, EnvVar, define_asset_job
 from bsky_warehouse.assets.clean import cleaned_posts
 from bsky_warehouse.assets.dbt import dbt_models, dbt_resource
 from bsky_warehouse.assets.ingest import archive_ingest
+from bsky_warehouse.assets.llm_labels import llm_labels
 from bsky_warehouse.assets.toxicity import toxicity_scores
 from bsky_warehouse.checks.assets import build_asset_checks
 from bsky_warehouse.resources.bluesky import ArchiveSource
+from bsky_warehouse.resources.llm import OpenAILabelerResource, VLLMLabelerResource
 from bsky_warehouse.resources.perspective import PerspectiveResource
 from bsky_warehouse.resources.warehouse import WarehouseResource
 
-ASSETS = [archive_ingest, cleaned_posts, toxicity_scores, dbt_models]
+ASSETS = [archive_ingest, cleaned_posts, toxicity_scores, llm_labels, dbt_models]
 PYTHON_TABLES = {key.to_user_string() for a in ASSETS if a is not dbt_models for key in a.keys}
 
 warehouse_job = define_asset_job("warehouse_daily", selection=AssetSelection.all())
@@ -30,11 +32,23 @@ def perspective_resource() -> PerspectiveResource:
     )
 
 
+def openai_labeler_resource() -> OpenAILabelerResource:
+    """Any OpenAI-compatible server (`vllm serve`, Groq, OpenAI); the key only through EnvVar."""
+    return OpenAILabelerResource(
+        base_url=os.environ.get("LLM_BASE_URL", "http://127.0.0.1:8000/v1"),
+        model=os.environ.get("LLM_MODEL", ""),
+        api_key=EnvVar("LLM_API_KEY") if os.environ.get("LLM_API_KEY") else None,
+        max_concurrency=int(os.environ.get("LLM_MAX_CONCURRENCY", "64")),
+    )
+
+
 def default_resources() -> dict[str, Any]:
     return {
         "warehouse": WarehouseResource(),
         "archive": ArchiveSource(),
         "perspective": perspective_resource(),
+        "llm_openai": openai_labeler_resource(),
+        "llm_vllm": VLLMLabelerResource(model=os.environ.get("VLLM_MODEL", "")),
         "dbt": dbt_resource(),
     }
 

@@ -1024,6 +1024,7 @@ def read_label_file(
     rationale_column: str | None = None,
     handle_to_did: HandleResolver | None = None,
     fmt: str | None = None,
+    drop_ideology_on_non_sociopolitical: bool = False,
 ) -> Iterator[LabelResult]:
     """One LabelResult per row of a CSV or Parquet file of labels made elsewhere, in file order.
 
@@ -1053,7 +1054,10 @@ def read_label_file(
         columns, ideology_column, ("political_ideology", "ideology", "leaning", "political_leaning"), "ideology"
     )
     rationale_col = _pick(columns, rationale_column, (), "rationale") if rationale_column else None
-    return _label_rows(rows, key_column, key_is_link, label_col, ideology_col, rationale_col, handle_to_did)
+    return _label_rows(
+        rows, key_column, key_is_link, label_col, ideology_col, rationale_col, handle_to_did,
+        drop_ideology_on_non_sociopolitical,
+    )  # fmt: skip
 
 
 def _label_rows(
@@ -1064,6 +1068,7 @@ def _label_rows(
     ideology_col: str,
     rationale_col: str | None,
     handle_to_did: HandleResolver | None,
+    drop_ideology_on_non_sociopolitical: bool = False,
 ) -> Iterator[LabelResult]:
     for number, row in enumerate(rows, start=1):
         raw_key = row.get(key_column)
@@ -1079,6 +1084,10 @@ def _label_rows(
                 raise RowError(f"{REASON_UNKNOWN_LABEL}: {exc}") from None
             if social is None:
                 raise RowError(f"missing_label: column {label_col} is empty")
+            if not social and ideology is not None and drop_ideology_on_non_sociopolitical:
+                # Some recorded labelers (Llama-3 in the 2024 pilot) fill the ideology column with a
+                # placeholder on non-sociopolitical posts; the table contract keeps ideology for those null.
+                ideology = None
             if not social and ideology is not None:
                 raise RowError(f"{REASON_IDEOLOGY_ON_NON_SOCIOPOLITICAL}: {ideology}")
             if social and ideology is None:

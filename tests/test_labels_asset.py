@@ -1,0 +1,144 @@
+"""llm_labels through Dagster: recorded labels imported and evaluated, and a live OpenAI-compatible server."""
+
+from __future__ import annotations
+
+import csv
+from collections import defaultdict
+from datetime import date
+
+import duckdb
+import pytest
+from dagster import DagsterInstance
+
+from bsky_warehouse.cli import LABEL_DBT, SAMPLE_WINDOW, recorded_labels_config
+from bsky_warehouse.evaluation import HAND_LABEL_SEED, _hand_labels, labeler_agreement, task_pairs
+from bsky_warehouse.metrics import accuracy, macro_f1
+from bsky_warehouse.partitions import DayWindow
+from bsky_warehouse.pipeline import run_window
+from bsky_warehouse.project import REFERENCE_DIR, SAMPLE_DIR
+from bsky_warehouse.resources.llm import PROMPT_VERSION, OpenAILabelerResource
+from bsky_warehouse.resources.reference_labels import RECORDED_MODELS
+from tests.factories import post_event, write_archive
+from tests.servers.openai_server import OpenAIServer
+
+pytestmark = pytest.mark.integration
+INGEST = ["raw_posts", "post_deletions", "rejected_records", "cleaned_posts"]
+CIVIC = {"civic": "sociopolitical", "not civic": "not_sociopolitical"}
+IDEOLOGY = {"left-leaning": "left", "right-leaning": "right", "moderate": "moderate", "unclear": "unclear"}
+
+
+@pytest.fixture(scope="module")
+def labeled_db(tmp_path_factory):
+    db = str(tmp_path_factory.mktemp("labels") / "wh.duckdb")
+    instance = DagsterInstance.ephemeral()
+    assert run_window(SAMPLE_WINDOW, instance, db_path=db, archive_dir=str(SAMPLE_DIR), assets=INGEST)["success"]
+    for model in RECORDED_MODELS:
+        result = run_window(SAMPLE_WINDOW, instance, db_path=db, assets=["llm_labels", *LABEL_DBT],
+                            run_config=recorded_labels_config(model))  # fmt: skip
+        assert result["success"], result
+        assert all(c["passed"] for c in result["checks"])
+    return db
+
+
+def direct_from_pilot_csv(model: str, uris: set[str]) -> dict[str, tuple[float, int]]:
+    """The recorded labelers' accuracy computed straight from the pilot's file, on the posts in the warehouse.
+
+    As the import does, an ideology the model gave a post it called non-sociopolitical is a placeholder.
+    """
+    handle_to_did = {}
+    with (REFERENCE_DIR / "pilot_posts_perspective.csv").open(newline="", encoding="utf-8") as fh:
+        uri_by_link = {row["link"]: row["uri"] for row in csv.DictReader(fh)}
+    civic_col, ideology_col = RECORDED_MODELS[model]
+    truth: dict[str, list[str]] = defaultdict(list)
+    pred: dict[str, list[str]] = defaultdict(list)
+    with (REFERENCE_DIR / "pilot_posts_llm_labels.csv").open(newline="", encoding="utf-8") as fh:
+        for row in csv.DictReader(fh):
+            if uri_by_link[row["link"]] not in uris:
+                continue
+            hand, said = row["civic_hand_label"], row[civic_col]
+            if hand and said:
+                truth["sociopolitical"].append(CIVIC[hand])
+                pred["sociopolitical"].append(CIVIC[said])
+            ideology = row[ideology_col] if said == "civic" else ""
+            if hand == "civic" and row["political_ideology_hand_label"] and ideology:
+                truth["ideology"].append(IDEOLOGY[row["political_ideology_hand_label"]])
+                pred["ideology"].append(IDEOLOGY[ideology])
+    del handle_to_did
+    return {task: (accuracy(truth[task], pred[task]), len(truth[task])) for task in truth}
+
+
+def test_eval_reproduces_the_recorded_labelers_accuracies(labeled_db):
+    con = duckdb.connect(labeled_db, read_only=True)
+    rows = labeler_agreement(con)
+    uris = {r[0] for r in con.execute("SELECT uri FROM cleaned_posts").fetchall()}
+    con.close()
+    assert {(r["model"], r["task"]) for r in rows} == {
+        (m, t) for m in RECORDED_MODELS for t in ("sociopolitical", "ideology")
+    }
+    for row in rows:
+        expected_accuracy, expected_n = direct_from_pilot_csv(row["model"], uris)[row["task"]]
+        assert row["n"] == expected_n
+        assert row["accuracy"] == pytest.approx(expected_accuracy)
+        assert sum(sum(v.values()) for v in row["confusion"].values()) == row["n"]
+    gpt4 = {r["task"]: r for r in rows if r["model"] == "gpt-4"}
+    assert gpt4["sociopolitical"]["accuracy"] > 0.8  # GPT-4 agreed with the researchers far above chance
+
+
+def test_labeler_agreement_mart_matches_python_per_day(labeled_db):
+    con = duckdb.connect(labeled_db, read_only=True)
+    mart = con.execute(
+        "SELECT day, model, task, n, accuracy, macro_f1 FROM marts.labeler_agreement ORDER BY ALL"
+    ).fetchall()
+    hand = _hand_labels(HAND_LABEL_SEED)
+    assert mart
+    for day, model, task, n, acc, f1 in mart:
+        labels = con.execute(
+            """SELECT uri, is_sociopolitical, political_ideology FROM llm_labels
+               WHERE status = 'ok' AND model = $m AND partition_date = $d""",
+            {"m": model, "d": day},
+        ).fetchall()
+        truth, predicted = task_pairs(labels, hand)[task]
+        assert n == len(truth)
+        assert acc == pytest.approx(accuracy(truth, predicted))
+        assert f1 == pytest.approx(macro_f1(truth, predicted))
+    con.close()
+
+
+def test_openai_labeler_through_the_asset_records_failures_and_never_reasks(tmp_path):
+    texts = {
+        "vote": "The senate election and the new immigration bill",
+        "cat": "my cat knocked the coffee over again",
+        "garbled": "@@malformed the election answer is always garbled",
+        "flaky": "@@500x2 climate policy is on the ballot",
+        "throttled": "@@429x1 biden and the economy",
+    }
+    archive = tmp_path / "archive"
+    write_archive(archive / "d.jsonl", [post_event(k, text=v) for k, v in texts.items()])
+    db = str(tmp_path / "wh.duckdb")
+    window = DayWindow.for_day(date(2024, 3, 10))
+    instance = DagsterInstance.ephemeral()
+    config = {"ops": {"llm_labels": {"config": {"labeler": "openai"}}}}
+    with OpenAIServer(retry_after=0.1) as server:
+        labeler = OpenAILabelerResource(base_url=server.base_url, model="test-model", max_concurrency=8,
+                                        backoff_base_s=0.05, backoff_max_s=0.2, max_retries=4)  # fmt: skip
+        for _ in range(2):
+            result = run_window(window, instance, db_path=db, archive_dir=str(archive), run_config=config,
+                                assets=[*INGEST, "llm_labels"], resources={"llm_openai": labeler})  # fmt: skip
+            assert result["success"]
+            if _ == 0:
+                first_counts = dict(server.counts)
+        assert dict(server.counts) == first_counts  # the second run asked nothing
+    con = duckdb.connect(db, read_only=True)
+    rows = {
+        uri.rsplit("/", 1)[1]: rest
+        for uri, *rest in con.execute(
+            "SELECT uri, status, reason, is_sociopolitical, political_ideology, model, prompt_version FROM llm_labels"
+        ).fetchall()
+    }
+    con.close()
+    assert set(rows) == set(texts)
+    assert rows["vote"][:2] == ["ok", None] and rows["vote"][2] is True
+    assert rows["cat"][:3] == ["ok", None, False] and rows["cat"][3] is None
+    assert rows["garbled"][0] == "failed" and rows["garbled"][1] == "invalid_json"
+    assert rows["flaky"][0] == "ok" and rows["throttled"][0] == "ok"
+    assert {r[4] for r in rows.values()} == {"test-model"} and {r[5] for r in rows.values()} == {PROMPT_VERSION}
