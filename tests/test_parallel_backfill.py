@@ -41,10 +41,25 @@ def test_concurrent_multiprocess_runs_all_succeed_and_equal_a_sequential_run(tmp
     env = {**os.environ, "DAGSTER_HOME": str(home), "BSKY_WAREHOUSE_DB": db}
     procs = [
         subprocess.Popen(
-            [sys.executable, "-m", "dagster", "asset", "materialize", "-m", "bsky_warehouse.definitions",
-             "--select", "*", "--partition-range", f"{start}...{end}"],
-            cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        )  # fmt: skip
+            [
+                sys.executable,
+                "-m",
+                "dagster",
+                "asset",
+                "materialize",
+                "-m",
+                "bsky_warehouse.definitions",
+                "--select",
+                "*",
+                "--partition-range",
+                f"{start}...{end}",
+            ],
+            cwd=REPO_ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         for start, end in RANGES
     ]
     outputs = [p.communicate(timeout=600)[0] for p in procs]
