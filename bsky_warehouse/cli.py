@@ -17,6 +17,7 @@ from bsky_warehouse.project import DBT_ENV, DBT_PROJECT_DIR, SAMPLE_DIR, dbt_exe
 from bsky_warehouse.resources.reference import REFERENCE_SCORER
 
 SAMPLE_WINDOW = DayWindow(date(2024, 3, 8), date(2024, 3, 20))
+INGEST_ASSETS = ["raw_posts", "post_deletions", "rejected_records", "cleaned_posts"]
 STAGING_DBT = ["stg_raw_posts", "stg_rejected_records", "stg_post_deletions", "stg_cleaned_posts",
                "stg_toxicity_scores", "stg_llm_labels"]  # fmt: skip
 # Marts that read scores or labels; each demo step rebuilds the ones its new rows feed.
@@ -53,36 +54,29 @@ def _warehouse():
     return WarehouseResource()
 
 
-def demo_runs(window: DayWindow, archive_dir: str, raise_on_error: bool = True) -> list[dict[str, Any]]:
+def demo_runs(
+    window: DayWindow, archive_dir: str, raise_on_error: bool = True, log_level: str = "WARNING"
+) -> list[dict[str, Any]]:
     """The demo: ingest, clean and the offline default scorer; then the 2024 reference Perspective scores; then
     the recorded GPT-4 and Llama-3 labels (or, with LLM_MODEL set, the configured OpenAI-compatible server)."""
     from bsky_warehouse.pipeline import run_window
     from bsky_warehouse.resources.reference_labels import RECORDED_MODELS
 
+    def run(assets: list[str], run_config: dict[str, Any] | None = None, **kwargs: Any) -> dict[str, Any]:
+        return run_window(window, instance, assets=assets, run_config=run_config, raise_on_error=raise_on_error,
+                          log_level=log_level, **kwargs)  # fmt: skip
+
     instance = _instance()
-    python_assets = ["raw_posts", "post_deletions", "rejected_records", "cleaned_posts", "toxicity_scores"]
-    dbt_assets = ["daily_post_counts", *TOXICITY_DBT]
-    runs = [run_window(window, instance, archive_dir=archive_dir, raise_on_error=raise_on_error,
-                       assets=python_assets + dbt_assets)]  # fmt: skip
+    runs = [run([*INGEST_ASSETS, "toxicity_scores", "daily_post_counts", *TOXICITY_DBT], archive_dir=archive_dir)]
     runs.append(
-        run_window(
-            window,
-            instance,
-            assets=["toxicity_scores", *TOXICITY_DBT],
-            run_config={"ops": {"toxicity_scores": {"config": {"scorer": REFERENCE_SCORER}}}},
-            raise_on_error=raise_on_error,
-        )
+        run(["toxicity_scores", *TOXICITY_DBT], {"ops": {"toxicity_scores": {"config": {"scorer": REFERENCE_SCORER}}}})
     )
     label_runs = (
         [{"ops": {"llm_labels": {"config": {"labeler": "openai"}}}}]
         if os.environ.get("LLM_MODEL")
         else [recorded_labels_config(model) for model in RECORDED_MODELS]
     )
-    for run_config in label_runs:
-        runs.append(
-            run_window(window, instance, assets=["llm_labels", *LABEL_DBT], run_config=run_config,
-                       raise_on_error=raise_on_error)
-        )  # fmt: skip
+    runs.extend(run(["llm_labels", *LABEL_DBT], run_config) for run_config in label_runs)
     return runs
 
 
@@ -130,8 +124,15 @@ def cmd_materialize(args: argparse.Namespace) -> int:
     prepare_manifest()
     start = date.fromisoformat(args.start)
     end = date.fromisoformat(args.end) if args.end else start + timedelta(days=1)
-    run_config = {"ops": {"toxicity_scores": {"config": {"scorer": args.scorer}}}} if args.scorer else None
-    result = run_window(DayWindow(start, end), _instance(), archive_dir=args.archive, run_config=run_config)
+    ops: dict[str, Any] = {}
+    if args.scorer:
+        ops["toxicity_scores"] = {"config": {"scorer": args.scorer}}
+    assets = [*INGEST_ASSETS, "toxicity_scores", "daily_post_counts", *TOXICITY_DBT]
+    if args.labeler:
+        ops["llm_labels"] = {"config": {"labeler": args.labeler}}
+        assets += ["llm_labels", *LABEL_DBT]
+    result = run_window(DayWindow(start, end), _instance(), archive_dir=args.archive, run_config={"ops": ops},
+                        assets=list(dict.fromkeys(assets)), log_level="WARNING")  # fmt: skip
     print(json.dumps(result, indent=2, default=str))
     return 0 if result["success"] else 1
 
@@ -227,6 +228,7 @@ def build_parser() -> argparse.ArgumentParser:
     mat.add_argument("--end", help="day after the last (exclusive); default: one day")
     mat.add_argument("--archive", default=str(SAMPLE_DIR))
     mat.add_argument("--scorer", help="toxicity scorer for this run (default: profanity-check)")
+    mat.add_argument("--labeler", help="also label: openai (LLM_BASE_URL, LLM_MODEL) or vllm (VLLM_MODEL)")
     mat.set_defaults(func=cmd_materialize)
 
     check = sub.add_parser("check", help="materialize the sample and run every asset check and dbt test")

@@ -20,6 +20,7 @@ def run_window(
     assets: list[str] | None = None,
     resources: dict[str, Any] | None = None,
     raise_on_error: bool = True,
+    log_level: str = "INFO",
 ) -> dict[str, Any]:
     """One run materializes the selected assets (default: all) for every day of the window.
 
@@ -38,7 +39,7 @@ def run_window(
     days = window.days()
     result = job.execute_in_process(
         instance=instance,
-        run_config=run_config or {},
+        run_config={"loggers": {"console": {"config": {"log_level": log_level}}}, **(run_config or {})},
         asset_selection=[AssetKey(name) for name in assets] if assets else None,
         tags={RANGE_START_TAG: days[0].isoformat(), RANGE_END_TAG: days[-1].isoformat()},
         raise_on_error=raise_on_error,

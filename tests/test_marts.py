@@ -48,6 +48,7 @@ def loaded_db(tmp_path_factory):
         result = run_window(WINDOW, instance, db_path=db, archive_dir=str(SAMPLE_DIR), assets=PYTHON_ASSETS,
                             run_config={"ops": {"toxicity_scores": {"config": {"scorer": scorer}}}})  # fmt: skip
         assert result["success"]
+    dbt(db, "seed")
     return db
 
 
