@@ -39,6 +39,8 @@ def test_concurrent_multiprocess_runs_all_succeed_and_equal_a_sequential_run(tmp
     home = tmp_path / "dagster_home"
     home.mkdir()
     shutil.copy(REPO_ROOT / "dagster.yaml", home / "dagster.yaml")
+    # Create the instance's storage once, as a deployment would; concurrent first starts race on its schema.
+    DagsterInstance.from_config(str(home)).dispose()
     db = str(tmp_path / "parallel.duckdb")
     env = {**os.environ, "DAGSTER_HOME": str(home), "BSKY_WAREHOUSE_DB": db}
     procs = [
@@ -64,7 +66,7 @@ def test_concurrent_multiprocess_runs_all_succeed_and_equal_a_sequential_run(tmp
         )
         for start, end in RANGES
     ]
-    outputs = [p.communicate(timeout=600)[0] for p in procs]
+    outputs = [p.communicate(timeout=400)[0] for p in procs]
     for proc, out in zip(procs, outputs, strict=True):
         assert proc.returncode == 0, out[-4000:]
         assert "Could not set lock" not in out

@@ -57,8 +57,8 @@ rejected as (
 
 filtered as (
     select partition_date as day,
-           count(*) filter (where passes_filters) as passing_filters,
-           count(*) filter (where not passes_filters) as filtered_out,
+           coalesce(sum(n) filter (where passes_filters), 0) as passing_filters,
+           coalesce(sum(n) filter (where not passes_filters), 0) as filtered_out,
            to_json(map(list(filter_reason order by filter_reason) filter (where filter_reason is not null),
                        list(n order by filter_reason) filter (where filter_reason is not null))) as filtered_by_reason
     from (select partition_date, passes_filters, filter_reason, count(*) as n from cleaned_all
