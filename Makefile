@@ -29,8 +29,8 @@ test: manifest
 	$(BIN)/ruff check bsky_warehouse tests bench scripts
 	$(BIN)/python -m pytest -q
 
-check: manifest
-	$(BIN)/bsky-warehouse check
+check: manifest $(DAGSTER_HOME)/dagster.yaml
+	BSKY_WAREHOUSE_DB=$${BSKY_CHECK_DB:-$$(mktemp -d)/check.duckdb} $(BIN)/bsky-warehouse check
 
 $(DAGSTER_HOME)/dagster.yaml: dagster.yaml
 	mkdir -p $(DAGSTER_HOME)
@@ -43,7 +43,10 @@ docs: manifest
 	$(BIN)/bsky-warehouse docs --serve --port 8080
 
 bench: $(STAMP)
-	$(BIN)/python bench/ingest.py --posts 100000 --json
+	$(BIN)/python bench/ingest.py --posts 1000000 --json
+	$(BIN)/python bench/dedupe_scaling.py --days 30 --posts-per-day 50000 --json
+	$(BIN)/python bench/perspective_qps.py --qps 50 --posts 1500 --json
+	$(BIN)/python bench/llm_client.py --json
 
 lint: $(STAMP)
 	$(BIN)/ruff check bsky_warehouse tests bench scripts
