@@ -11,6 +11,10 @@ from bsky_warehouse.resources.bluesky import ArchiveSource
 from bsky_warehouse.resources.warehouse import WarehouseResource
 
 
+# Assets that only run when asked for by name: labeling needs a configured LLM (or an import file).
+NEEDS_CONFIGURATION = {"llm_labels"}
+
+
 def run_window(
     window: DayWindow,
     instance: DagsterInstance,
@@ -22,7 +26,7 @@ def run_window(
     raise_on_error: bool = True,
     log_level: str = "INFO",
 ) -> dict[str, Any]:
-    """One run materializes the selected assets (default: all) for every day of the window.
+    """One run materializes the selected assets (default: all but NEEDS_CONFIGURATION) for every day of the window.
 
     Every asset accepts a partition range, so a window is one run, as a single-run backfill would be.
     Returns what was materialized and every asset-check evaluation.
@@ -36,6 +40,12 @@ def run_window(
         overrides["archive"] = ArchiveSource(directory=archive_dir)
     defs = build_definitions(**overrides)
     job = defs.resolve_job_def("warehouse_daily")
+    if assets is None:
+        assets = [
+            key.to_user_string()
+            for key in defs.resolve_asset_graph().materializable_asset_keys
+            if key.to_user_string() not in NEEDS_CONFIGURATION
+        ]
     days = window.days()
     result = job.execute_in_process(
         instance=instance,

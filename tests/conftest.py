@@ -6,7 +6,8 @@ from pathlib import Path
 import pytest
 
 os.environ.setdefault("DO_NOT_TRACK", "1")
-os.environ.setdefault("DAGSTER_HOME", "")
+# Tests use ephemeral or temporary Dagster instances, never the developer's run history (`make` exports one).
+os.environ.pop("DAGSTER_HOME", None)
 
 
 @pytest.fixture
