@@ -17,6 +17,13 @@ $(STAMP): pyproject.toml requirements.lock
 	$(BIN)/python -m pip install --quiet -c requirements.lock -e ".[dev]"
 	touch $(STAMP)
 
+# The tests also exercise the optional Detoxify scorer (a tiny random model, no weights): the CPU torch wheel
+# ships on this kind of machine, so point pip at it rather than letting it fetch a CUDA build.
+WHEELS := $(wildcard /opt/wheels)
+$(VENV)/.installed-detoxify: $(STAMP)
+	$(BIN)/python -m pip install --quiet -c requirements.lock $(if $(WHEELS),--find-links $(WHEELS)) -e ".[dev,detoxify]"
+	touch $@
+
 setup: $(STAMP)
 
 manifest: $(STAMP)
@@ -25,7 +32,7 @@ manifest: $(STAMP)
 demo: manifest $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/bsky-warehouse demo
 
-test: manifest
+test: manifest $(VENV)/.installed-detoxify
 	$(BIN)/ruff check bsky_warehouse tests bench scripts
 	$(BIN)/python -m pytest -q
 
