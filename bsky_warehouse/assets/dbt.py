@@ -24,6 +24,8 @@ class WarehouseDbtTranslator(DagsterDbtTranslator):
         return AssetKey([dbt_resource_props["name"]])
 
     def get_group_name(self, dbt_resource_props: Mapping[str, Any]) -> str | None:
+        if dbt_resource_props.get("resource_type") == "seed":
+            return "dbt_seeds"
         fqn = dbt_resource_props.get("fqn", [])
         return f"dbt_{fqn[1]}" if len(fqn) > 2 else "dbt"
 
