@@ -211,6 +211,27 @@ def cmd_eval_labels(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_collect_jetstream(args: argparse.Namespace) -> int:
+    """Write live Jetstream events as archive-format JSONL (one folder per day) for later loading."""
+    from bsky_warehouse.resources.jetstream import JetstreamError, collect, collect_day
+
+    out = Path(args.out)
+    try:
+        if args.day:
+            stats = collect_day(args.host, date.fromisoformat(args.day), out, compress=args.compress,
+                                zstd_dictionary=Path(args.zstd_dictionary) if args.zstd_dictionary else None)  # fmt: skip
+        else:
+            stats = collect(args.host, args.hours, out, compress=args.compress,
+                            zstd_dictionary=Path(args.zstd_dictionary) if args.zstd_dictionary else None)  # fmt: skip
+    except JetstreamError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    print(json.dumps({"events_written": stats.events_written, "files": [str(f) for f in stats.files],
+                      "reconnects": stats.reconnects}))  # fmt: skip
+    print(f"load it with: bsky-warehouse materialize --start DAY --archive {out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bsky-warehouse", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -241,6 +262,18 @@ def build_parser() -> argparse.ArgumentParser:
     docs.add_argument("--port", type=int, default=8080)
     docs.set_defaults(func=cmd_docs)
 
+    collect_parser = sub.add_parser("collect", help="collect live data to archive-format files")
+    collect_sub = collect_parser.add_subparsers(dest="source", required=True)
+    jet = collect_sub.add_parser("jetstream", help="Jetstream v1 events (app.bsky.feed.post)")
+    jet.add_argument("--out", required=True, help="directory; one sub-folder per UTC day")
+    when = jet.add_mutually_exclusive_group(required=True)
+    when.add_argument("--hours", type=float, help="the last H hours up to now (Jetstream keeps about 36)")
+    when.add_argument("--day", help="one whole UTC day, YYYY-MM-DD, still inside Jetstream's retention")
+    jet.add_argument("--host", default="jetstream2.us-east.bsky.network")
+    jet.add_argument("--compress", action="store_true", help="zstd frames (needs --zstd-dictionary)")
+    jet.add_argument("--zstd-dictionary", help="Jetstream's published zstd dictionary file")
+    jet.set_defaults(func=cmd_collect_jetstream)
+
     ev = sub.add_parser("eval", help="evaluate scorers or labelers against references")
     ev_sub = ev.add_subparsers(dest="what", required=True)
     ev_scorers = ev_sub.add_parser("scorers", help="agreement of each scorer with the reference scorer")
@@ -254,6 +287,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    import warnings
+
+    from dagster import BetaWarning, PreviewWarning
+
+    warnings.filterwarnings("ignore", category=BetaWarning)
+    warnings.filterwarnings("ignore", category=PreviewWarning)
     args = build_parser().parse_args(argv)
     return args.func(args)
 
