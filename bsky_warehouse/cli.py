@@ -216,13 +216,15 @@ def cmd_collect_jetstream(args: argparse.Namespace) -> int:
     from bsky_warehouse.resources.jetstream import JetstreamError, collect, collect_day
 
     out = Path(args.out)
+    options = {
+        "compress": args.compress,
+        "zstd_dictionary": Path(args.zstd_dictionary) if args.zstd_dictionary else None,
+    }
     try:
         if args.day:
-            stats = collect_day(args.host, date.fromisoformat(args.day), out, compress=args.compress,
-                                zstd_dictionary=Path(args.zstd_dictionary) if args.zstd_dictionary else None)  # fmt: skip
+            stats = collect_day(args.host, date.fromisoformat(args.day), out, **options)
         else:
-            stats = collect(args.host, args.hours, out, compress=args.compress,
-                            zstd_dictionary=Path(args.zstd_dictionary) if args.zstd_dictionary else None)  # fmt: skip
+            stats = collect(args.host, args.hours, out, **options)
     except JetstreamError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
