@@ -10,8 +10,9 @@ from bsky_warehouse.partitions import RANGE_END_TAG, RANGE_START_TAG, DayWindow
 from bsky_warehouse.resources.bluesky import ArchiveSource
 from bsky_warehouse.resources.warehouse import WarehouseResource
 
-# Assets that only run when asked for by name: labeling needs a configured LLM (or an import file).
-NEEDS_CONFIGURATION = {"llm_labels"}
+# Assets that only run when asked for by name: labeling needs a configured LLM (or an import file), feed
+# snapshots need the network.
+NEEDS_CONFIGURATION = {"llm_labels", "feed_snapshots"}
 
 
 def run_window(

@@ -67,6 +67,17 @@ TABLES: dict[str, str] = {
             partition_date DATE NOT NULL,
             {_PROBS}
         )""",
+    "feed_snapshots": """
+        CREATE TABLE IF NOT EXISTS feed_snapshots (
+            feed_uri VARCHAR NOT NULL,
+            rank INTEGER NOT NULL,
+            post_uri VARCHAR NOT NULL,
+            like_count BIGINT,
+            repost_count BIGINT,
+            reply_count BIGINT,
+            snapshot_at TIMESTAMPTZ NOT NULL,
+            partition_date DATE NOT NULL
+        )""",
     "llm_labels": """
         CREATE TABLE IF NOT EXISTS llm_labels (
             uri VARCHAR NOT NULL,

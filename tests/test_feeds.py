@@ -1,0 +1,56 @@
+"""Feed snapshots against a local AppView: ranks and counts recorded, posts into raw_posts, bad items kept."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+
+import duckdb
+import pytest
+from dagster import DagsterInstance, DefaultScheduleStatus, DefaultSensorStatus, build_sensor_context
+
+from bsky_warehouse.assets.feeds import AppViewResource, feed_snapshot_sensor
+from bsky_warehouse.partitions import DayWindow
+from bsky_warehouse.pipeline import run_window
+from tests.servers.appview_server import AppViewServer, Fault, feed_view_post
+
+pytestmark = pytest.mark.integration
+FEED = "at://did:plc:feedowner/app.bsky.feed.generator/whats-hot"
+
+
+def test_feed_snapshot_records_ranks_counts_posts_and_rejects(tmp_path):
+    items = [feed_view_post(n, created_at=f"2024-03-{10 + n % 2}T12:00:00.000Z") for n in range(150)]
+    items[7]["post"]["record"]["createdAt"] = "not a time"
+    items[9] = {"post": {"uri": "at://broken"}}
+    db = str(tmp_path / "wh.duckdb")
+    with AppViewServer(feeds={FEED: items}, faults={2: Fault(503)}) as server:
+        appview = AppViewResource(host=server.host, secure=False)
+        result = run_window(
+            DayWindow.for_day(date(2024, 3, 12)), DagsterInstance.ephemeral(), db_path=db,
+            assets=["feed_snapshots"], resources={"appview": appview},
+            run_config={"ops": {"feed_snapshots": {"config": {"feeds": [FEED]}}}},
+        )  # fmt: skip
+    assert result["success"]
+    con = duckdb.connect(db, read_only=True)
+    ranks = [r[0] for r in con.execute("SELECT rank FROM feed_snapshots ORDER BY rank").fetchall()]
+    assert ranks == [r for r in range(150) if r not in (7, 9)]
+    assert con.execute("SELECT like_count IS NOT NULL FROM feed_snapshots LIMIT 1").fetchall() == [(True,)]
+    raw = dict(
+        con.execute(
+            "SELECT partition_date::VARCHAR, count(*) FROM raw_posts WHERE source = 'feed' GROUP BY 1"
+        ).fetchall()
+    )
+    assert raw == {"2024-03-10": 75, "2024-03-11": 73}  # items 7 and 9 (odd: the 11th) were rejected
+    rejected = sorted(
+        r[0] for r in con.execute("SELECT line_no FROM rejected_records WHERE source = 'feed'").fetchall()
+    )
+    assert rejected == [7, 9]
+    con.close()
+
+
+def test_schedule_and_sensor_are_off_by_default_and_sensor_targets_today():
+    from bsky_warehouse.definitions import daily_schedule
+
+    assert daily_schedule.default_status == DefaultScheduleStatus.STOPPED
+    assert feed_snapshot_sensor.default_status == DefaultSensorStatus.STOPPED
+    request = feed_snapshot_sensor(build_sensor_context())
+    assert request.partition_key == datetime.now(UTC).date().isoformat()
