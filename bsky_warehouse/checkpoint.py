@@ -32,10 +32,12 @@ def _encode(value: Any) -> Any:
 
 
 class Checkpoint:
-    """An append-only JSONL file of finished rows for one (table, producer, day)."""
+    """An append-only JSONL file of finished rows for one (table, producer, partition): a day, or another
+    partition key such as an author's DID."""
 
-    def __init__(self, root: Path, table: str, producer: Iterable[str], day: date) -> None:
-        self.path = root / table / "__".join(_slug(p) for p in producer) / f"{day.isoformat()}.jsonl"
+    def __init__(self, root: Path, table: str, producer: Iterable[str], partition: date | str) -> None:
+        name = partition.isoformat() if isinstance(partition, date) else _slug(partition)
+        self.path = root / table / "__".join(_slug(p) for p in producer) / f"{name}.jsonl"
         self._fh: Any = None
         self._unsynced = 0
 
@@ -134,6 +136,14 @@ ELIGIBLE_SQL = "SELECT uri FROM cleaned_posts WHERE partition_date = $day AND pa
 RETRYABLE_REASONS = ("api_error",)
 
 
+def not_retryable_sql(retry_failed: bool) -> str:
+    """A predicate (prefixed with AND) that leaves out failed rows worth another attempt, when retrying."""
+    if not retry_failed:
+        return ""
+    reasons = ", ".join(f"'{reason}'" for reason in RETRYABLE_REASONS)
+    return f" AND NOT (status = 'failed' AND reason IN ({reasons}))"
+
+
 def run_partition(
     warehouse: Any,
     table: str,
@@ -153,7 +163,7 @@ def run_partition(
     from bsky_warehouse.records import PostText
 
     version_match = " AND ".join(f"{c} = ${c}" for c in (*producer, *version))
-    retry = " AND NOT (status = 'failed' AND reason IN ('api_error'))" if retry_failed else ""
+    retry = not_retryable_sql(retry_failed)
     with warehouse.connect() as con:
         eligible = con.execute(
             f"""SELECT uri, text, coalesce(langs, []) FROM cleaned_posts

@@ -234,6 +234,51 @@ def cmd_collect_jetstream(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_scan_author(args: argparse.Namespace) -> int:
+    """Add the account's partition, scan its whole history, score it, and print its most toxic posts."""
+    from bsky_warehouse.authors import normalize_actor
+    from bsky_warehouse.pipeline import run_author_scan
+    from bsky_warehouse.resources.appview import AppViewResource
+
+    try:
+        scan_key = normalize_actor(args.actor)
+        resources = {"appview": AppViewResource.from_url(args.appview)} if args.appview else {}
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    prepare_manifest()
+    ops: dict[str, Any] = {"author_toxicity_scores": {"config": {"scorer": args.scorer}}}
+    if args.max_pages:
+        ops["author_posts"] = {"config": {"max_pages": args.max_pages}}
+    result = run_author_scan(scan_key, _instance(), run_config={"ops": ops}, resources=resources,
+                             raise_on_error=False, log_level="WARNING")  # fmt: skip
+    if not result["success"]:
+        print(json.dumps(result, indent=2, default=str), file=sys.stderr)
+        return 1
+    with _warehouse().connect() as con:
+        top = con.execute(
+            """SELECT r.toxicity_rank, round(r.prob_toxicity, 3), r.created_at::DATE::VARCHAR, r.link,
+                      left(replace(r.text, chr(10), ' '), 80), s.author_did, s.author_handle, s.posts, s.rejected
+               FROM author_scans s LEFT JOIN marts.author_toxicity_report r
+                 ON r.author_did = s.author_did AND r.scorer = $scorer AND r.toxicity_rank <= $top
+               WHERE s.scan_key = $key ORDER BY r.toxicity_rank""",
+            {"key": scan_key, "scorer": args.scorer, "top": args.top},
+        ).fetchall()
+    _, _, _, _, _, did, handle, posts, rejected = top[0]
+    ranked = [row[:5] for row in top if row[0] is not None]
+    if args.json:
+        print(json.dumps({"author": scan_key, "author_did": did, "author_handle": handle, "posts": posts,
+                          "rejected": rejected, "scorer": args.scorer,
+                          "most_toxic": [dict(zip(("rank", "toxicity", "day", "link", "text"), r, strict=True))
+                                         for r in ranked]}))  # fmt: skip
+        return 0
+    print(f"{handle or scan_key} ({did}): {posts} posts scanned, {rejected} rejected; most toxic by {args.scorer}:")
+    for rank, toxicity, day, link, text in ranked:
+        print(f"{rank:>3}. {toxicity:.3f}  {day}  {link}\n     {text}")
+    print("\nthe full ranking: table marts.author_toxicity_report")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bsky-warehouse", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -275,6 +320,15 @@ def build_parser() -> argparse.ArgumentParser:
     jet.add_argument("--compress", action="store_true", help="zstd frames (needs --zstd-dictionary)")
     jet.add_argument("--zstd-dictionary", help="Jetstream's published zstd dictionary file")
     jet.set_defaults(func=cmd_collect_jetstream)
+
+    scan = sub.add_parser("scan-author", help="scan an account's whole history and rank its posts by toxicity")
+    scan.add_argument("actor", help="handle (name.bsky.social) or DID")
+    scan.add_argument("--scorer", default="profanity-check", help="toxicity scorer (default: profanity-check)")
+    scan.add_argument("--max-pages", type=int, help="stop after this many pages of 100 (default: whole history)")
+    scan.add_argument("--appview", help="AppView URL (default: ${BSKY_APPVIEW_URL} or https://public.api.bsky.app)")
+    scan.add_argument("--top", type=int, default=10, help="how many of the most toxic posts to print")
+    scan.add_argument("--json", action="store_true")
+    scan.set_defaults(func=cmd_scan_author)
 
     ev = sub.add_parser("eval", help="evaluate scorers or labelers against references")
     ev_sub = ev.add_subparsers(dest="what", required=True)

@@ -12,27 +12,31 @@ from dagster import (
     define_asset_job,
 )
 
+from bsky_warehouse.assets.authors import author_posts, author_scan_job, author_selection, author_toxicity_scores
 from bsky_warehouse.assets.clean import cleaned_posts
-from bsky_warehouse.assets.dbt import dbt_models, dbt_resource
-from bsky_warehouse.assets.feeds import AppViewResource, feed_job, feed_snapshot_sensor, feed_snapshots
+from bsky_warehouse.assets.dbt import dbt_author_models, dbt_models, dbt_resource
+from bsky_warehouse.assets.feeds import feed_job, feed_snapshot_sensor, feed_snapshots
 from bsky_warehouse.assets.ingest import archive_ingest
 from bsky_warehouse.assets.llm_labels import llm_labels
 from bsky_warehouse.assets.toxicity import toxicity_scores
 from bsky_warehouse.checks.assets import build_asset_checks
+from bsky_warehouse.resources.appview import APPVIEW_URL_ENV, DEFAULT_HOST, AppViewResource
 from bsky_warehouse.resources.bluesky import ArchiveSource
 from bsky_warehouse.resources.llm import OpenAILabelerResource, VLLMLabelerResource
 from bsky_warehouse.resources.perspective import PerspectiveResource
 from bsky_warehouse.resources.warehouse import WarehouseResource
 
 ASSETS = [archive_ingest, feed_snapshots, cleaned_posts, toxicity_scores, llm_labels, dbt_models]
-PYTHON_TABLES = {key.to_user_string() for a in ASSETS if a is not dbt_models for key in a.keys}
+ASSETS += [author_posts, author_toxicity_scores, dbt_author_models]
+PYTHON_TABLES = {key.to_user_string() for a in ASSETS if a not in (dbt_models, dbt_author_models) for key in a.keys}
 
-warehouse_job = define_asset_job("warehouse_daily", selection=AssetSelection.all())
+# Author scans have their own partitions (one per account) and their own job.
+warehouse_job = define_asset_job("warehouse_daily", selection=AssetSelection.all() - author_selection)
 # What the daily schedule runs: everything that needs no extra configuration (labels need an LLM; feed
 # snapshots have their own sensor).
 scheduled_job = define_asset_job(
     "warehouse_yesterday",
-    selection=AssetSelection.all() - AssetSelection.assets("llm_labels", "feed_snapshots"),
+    selection=AssetSelection.all() - author_selection - AssetSelection.assets("llm_labels", "feed_snapshots"),
 )
 daily_schedule = build_schedule_from_partitioned_job(
     scheduled_job, hour_of_day=2, default_status=DefaultScheduleStatus.STOPPED
@@ -67,7 +71,7 @@ def default_resources() -> dict[str, Any]:
         "llm_openai": openai_labeler_resource(),
         "llm_vllm": VLLMLabelerResource(model=os.environ.get("VLLM_MODEL", "")),
         "dbt": dbt_resource(),
-        "appview": AppViewResource(),
+        "appview": AppViewResource.from_url(os.environ.get(APPVIEW_URL_ENV, f"https://{DEFAULT_HOST}")),
     }
 
 
@@ -76,7 +80,7 @@ def build_definitions(**overrides: Any) -> Definitions:
     return Definitions(
         assets=ASSETS,
         asset_checks=build_asset_checks(PYTHON_TABLES),
-        jobs=[warehouse_job, scheduled_job, feed_job],
+        jobs=[warehouse_job, scheduled_job, feed_job, author_scan_job],
         schedules=[daily_schedule],
         sensors=[feed_snapshot_sensor],
         resources={**default_resources(), **overrides},

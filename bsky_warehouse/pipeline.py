@@ -26,7 +26,8 @@ def run_window(
     raise_on_error: bool = True,
     log_level: str = "INFO",
 ) -> dict[str, Any]:
-    """One run materializes the selected assets (default: all but NEEDS_CONFIGURATION) for every day of the window.
+    """One run materializes the selected assets (default: the daily job's, but NEEDS_CONFIGURATION) for every day
+    of the window.
 
     Every asset accepts a partition range, so a window is one run, as a single-run backfill would be.
     Returns what was materialized and every asset-check evaluation.
@@ -41,11 +42,11 @@ def run_window(
     defs = build_definitions(**overrides)
     job = defs.resolve_job_def("warehouse_daily")
     if assets is None:
-        assets = [
+        assets = sorted(
             key.to_user_string()
-            for key in defs.resolve_asset_graph().materializable_asset_keys
+            for key in job.asset_layer.selected_asset_keys
             if key.to_user_string() not in NEEDS_CONFIGURATION
-        ]
+        )
     days = window.days()
     result = job.execute_in_process(
         instance=instance,
@@ -54,6 +55,40 @@ def run_window(
         tags={RANGE_START_TAG: days[0].isoformat(), RANGE_END_TAG: days[-1].isoformat()},
         raise_on_error=raise_on_error,
     )
+    return {**summarize_run(result), "window": [str(window.start), str(window.end)]}
+
+
+def run_author_scan(
+    scan_key: str,
+    instance: DagsterInstance,
+    db_path: str | None = None,
+    run_config: dict[str, Any] | None = None,
+    resources: dict[str, Any] | None = None,
+    raise_on_error: bool = True,
+    log_level: str = "INFO",
+) -> dict[str, Any]:
+    """Add the author's partition (if new) and run the scan job for it: posts, scores, the dbt report."""
+    from bsky_warehouse.assets.authors import author_partitions
+    from bsky_warehouse.definitions import build_definitions
+
+    overrides: dict[str, Any] = dict(resources or {})
+    if db_path:
+        overrides["warehouse"] = WarehouseResource(path=db_path)
+    partitions = author_partitions.name
+    if not instance.has_dynamic_partition(partitions, scan_key):
+        instance.add_dynamic_partitions(partitions, [scan_key])
+    job = build_definitions(**overrides).resolve_job_def("author_scan")
+    result = job.execute_in_process(
+        instance=instance,
+        partition_key=scan_key,
+        run_config={"loggers": {"console": {"config": {"log_level": log_level}}}, **(run_config or {})},
+        raise_on_error=raise_on_error,
+    )
+    return {**summarize_run(result), "author": scan_key}
+
+
+def summarize_run(result: Any) -> dict[str, Any]:
+    """What a run materialized, which steps it skipped and every asset-check evaluation."""
     materialized = sorted({e.asset_key.to_user_string() for e in result.get_asset_materialization_events()})
     checks = [
         {
@@ -74,7 +109,6 @@ def run_window(
     return {
         "run_id": result.run_id,
         "success": result.success,
-        "window": [str(window.start), str(window.end)],
         "assets_materialized": materialized,
         "steps_skipped": skipped,
         "checks": checks,

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 from bsky_warehouse.records import PROB_COLUMNS
 
+# all-MiniLM-L6-v2 sentence embeddings (the `[topics]` extra).
+EMBEDDING_DIM = 384
+
 POST_COLUMNS = """
     uri VARCHAR NOT NULL,
     cid VARCHAR,
@@ -92,7 +95,93 @@ TABLES: dict[str, str] = {
             labeled_at TIMESTAMPTZ NOT NULL,
             partition_date DATE NOT NULL
         )""",
+    # Author history scans (#6): their own sampling frame, so their own tables (see authors.py).
+    "author_scans": """
+        CREATE TABLE IF NOT EXISTS author_scans (
+            scan_key VARCHAR NOT NULL,
+            author_did VARCHAR NOT NULL,
+            author_handle VARCHAR,
+            scanned_at TIMESTAMPTZ NOT NULL,
+            items BIGINT NOT NULL,
+            posts BIGINT NOT NULL,
+            rejected BIGINT NOT NULL,
+            reposts_skipped BIGINT NOT NULL,
+            requests BIGINT NOT NULL
+        )""",
+    "author_posts": """
+        CREATE TABLE IF NOT EXISTS author_posts (
+            uri VARCHAR NOT NULL,
+            cid VARCHAR,
+            author_did VARCHAR NOT NULL,
+            author_handle VARCHAR,
+            text VARCHAR,
+            created_at TIMESTAMPTZ NOT NULL,
+            langs VARCHAR[],
+            reply_parent_uri VARCHAR,
+            reply_root_uri VARCHAR,
+            embed_type VARCHAR,
+            facets JSON,
+            labels JSON,
+            like_count BIGINT,
+            repost_count BIGINT,
+            reply_count BIGINT,
+            scanned_at TIMESTAMPTZ NOT NULL
+        )""",
+    "author_toxicity_scores": f"""
+        CREATE TABLE IF NOT EXISTS author_toxicity_scores (
+            uri VARCHAR NOT NULL,
+            author_did VARCHAR NOT NULL,
+            scorer VARCHAR NOT NULL,
+            scorer_version VARCHAR NOT NULL,
+            status VARCHAR NOT NULL,
+            reason VARCHAR,
+            scored_at TIMESTAMPTZ NOT NULL,
+            {_PROBS}
+        )""",
+    # Audits (#8): human judgements, embeddings and topics. Judgements are keyed by uri and may name posts the
+    # warehouse does not hold (yet); audits join them to the posts it does.
+    "human_judgements": """
+        CREATE TABLE IF NOT EXISTS human_judgements (
+            uri VARCHAR NOT NULL,
+            rater VARCHAR NOT NULL,
+            task VARCHAR NOT NULL,
+            value DOUBLE,
+            label VARCHAR,
+            source_file VARCHAR NOT NULL,
+            line_no BIGINT,
+            imported_at TIMESTAMPTZ NOT NULL
+        )""",
+    "post_embeddings": f"""
+        CREATE TABLE IF NOT EXISTS post_embeddings (
+            uri VARCHAR NOT NULL,
+            embedding_model VARCHAR NOT NULL,
+            embedding FLOAT[{EMBEDDING_DIM}] NOT NULL,
+            embedded_at TIMESTAMPTZ NOT NULL,
+            partition_date DATE NOT NULL
+        )""",
+    "topic_models": f"""
+        CREATE TABLE IF NOT EXISTS topic_models (
+            topic_model_version VARCHAR NOT NULL,
+            topic_id INTEGER NOT NULL,
+            label VARCHAR NOT NULL,
+            top_terms VARCHAR[] NOT NULL,
+            size INTEGER NOT NULL,
+            centroid FLOAT[{EMBEDDING_DIM}] NOT NULL,
+            embedding_model VARCHAR NOT NULL,
+            params JSON NOT NULL,
+            fitted_at TIMESTAMPTZ NOT NULL
+        )""",
+    "post_topics": """
+        CREATE TABLE IF NOT EXISTS post_topics (
+            uri VARCHAR NOT NULL,
+            topic_model_version VARCHAR NOT NULL,
+            topic_id INTEGER NOT NULL,
+            topic_label VARCHAR NOT NULL,
+            distance DOUBLE NOT NULL,
+            assigned_at TIMESTAMPTZ NOT NULL,
+            partition_date DATE NOT NULL
+        )""",
 }
 
 # Tables whose rows describe a post by uri and must disappear with it (deletes, cross-partition duplicates).
-POST_DERIVED_TABLES = ("cleaned_posts", "toxicity_scores", "llm_labels")
+POST_DERIVED_TABLES = ("cleaned_posts", "toxicity_scores", "llm_labels", "post_embeddings", "post_topics")

@@ -4,8 +4,8 @@ from datetime import UTC, datetime
 
 from dagster import (
     AssetExecutionContext,
+    BackfillPolicy,
     Config,
-    ConfigurableResource,
     DefaultSensorStatus,
     MaterializeResult,
     RunRequest,
@@ -17,20 +17,9 @@ from dagster import (
 from pydantic import Field
 
 from bsky_warehouse.feeds import DEFAULT_FEEDS, write_snapshot
-from bsky_warehouse.partitions import daily_partitions
-from bsky_warehouse.resources.appview import DEFAULT_HOST, AppViewClient
+from bsky_warehouse.partitions import DayWindow, daily_partitions
+from bsky_warehouse.resources.appview import AppViewResource
 from bsky_warehouse.resources.warehouse import WarehouseResource
-
-
-class AppViewResource(ConfigurableResource):
-    """The public Bluesky AppView (or a local server in tests)."""
-
-    host: str = Field(default=DEFAULT_HOST)
-    secure: bool = Field(default=True)
-    max_retries: int = Field(default=5)
-
-    def client(self) -> AppViewClient:
-        return AppViewClient(self.host, secure=self.secure, max_retries=self.max_retries)
 
 
 class FeedsConfig(Config):
@@ -40,13 +29,19 @@ class FeedsConfig(Config):
 
 @asset(
     partitions_def=daily_partitions,
+    backfill_policy=BackfillPolicy.single_run(),
     group_name="ingest",
     description="Each feed's posts with rank and like/repost/reply counts at snapshot time; posts into raw_posts.",
 )
 def feed_snapshots(
     context: AssetExecutionContext, config: FeedsConfig, warehouse: WarehouseResource, appview: AppViewResource
 ) -> MaterializeResult:
-    day = daily_partitions.time_window_for_partition_key(context.partition_key).start.date()
+    days = DayWindow.from_time_window(context.partition_time_window).days()
+    if len(days) != 1:
+        raise ValueError(
+            f"feed_snapshots records a feed as it is now: materialize one partition (today), not {len(days)} days"
+        )
+    day = days[0]
     snapshot_at = datetime.now(UTC)
     totals = {"items": 0, "posts": 0, "rejected": 0}
     with appview.client() as client:

@@ -23,12 +23,15 @@ from types import TracebackType
 from typing import Any
 
 import httpx
+from dagster import ConfigurableResource
+from pydantic import Field
 
 from bsky_warehouse.events import POST_COLLECTION, RecordError, parse_created_at
 
 log = logging.getLogger(__name__)
 
 DEFAULT_HOST = "public.api.bsky.app"
+APPVIEW_URL_ENV = "BSKY_APPVIEW_URL"
 MAX_LIMIT = 100
 REASON_REPOST = "app.bsky.feed.defs#reasonRepost"
 
@@ -339,3 +342,22 @@ class AppViewClient:
         if not isinstance(did, str) or not did.startswith("did:"):
             raise AppViewError(f"com.atproto.identity.resolveHandle for {handle}: no DID in the answer")
         return did
+
+
+class AppViewResource(ConfigurableResource):
+    """The public Bluesky AppView (or a local server speaking XRPC, in tests)."""
+
+    host: str = Field(default=DEFAULT_HOST)
+    secure: bool = Field(default=True)
+    max_retries: int = Field(default=5)
+
+    def client(self) -> AppViewClient:
+        return AppViewClient(self.host, secure=self.secure, max_retries=self.max_retries)
+
+    @classmethod
+    def from_url(cls, url: str) -> AppViewResource:
+        """`https://public.api.bsky.app` (or `http://127.0.0.1:8080` for a local server) as a resource."""
+        scheme, sep, host = url.rstrip("/").partition("://")
+        if not sep or scheme not in ("http", "https") or not host or "/" in host:
+            raise ValueError(f"AppView URL {url!r} must look like https://host[:port]")
+        return cls(host=host, secure=scheme == "https")

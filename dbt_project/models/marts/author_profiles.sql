@@ -49,9 +49,7 @@ select
     t.mean_toxicity,
     t.max_toxicity,
     t.most_toxic_uri,
-    case when t.most_toxic_uri is not null then
-        'https://bsky.app/profile/' || split_part(t.most_toxic_uri, '/', 3) || '/post/' || split_part(t.most_toxic_uri, '/', 5)
-    end as most_toxic_link,
+    {{ bsky_link('t.most_toxic_uri') }} as most_toxic_link,
     coalesce(s.posts_labeled, 0) as posts_labeled,
     s.share_sociopolitical
 from activity as a
