@@ -9,9 +9,9 @@ import pytest
 from dagster import DagsterInstance, DefaultScheduleStatus, DefaultSensorStatus, build_sensor_context
 
 from bsky_warehouse.assets.feeds import feed_snapshot_sensor
-from bsky_warehouse.resources.appview import AppViewResource
 from bsky_warehouse.partitions import DayWindow
 from bsky_warehouse.pipeline import run_window
+from bsky_warehouse.resources.appview import AppViewResource
 from tests.servers.appview_server import AppViewServer, Fault, feed_view_post
 
 pytestmark = pytest.mark.integration
