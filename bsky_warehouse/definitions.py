@@ -22,6 +22,8 @@ from bsky_warehouse.assets.toxicity import toxicity_scores
 from bsky_warehouse.checks.assets import build_asset_checks
 from bsky_warehouse.resources.appview import APPVIEW_URL_ENV, DEFAULT_HOST, AppViewResource
 from bsky_warehouse.resources.bluesky import ArchiveSource
+from bsky_warehouse.resources.jetstream import DEFAULT_HOST as JETSTREAM_HOST
+from bsky_warehouse.resources.jetstream import JetstreamSource
 from bsky_warehouse.resources.llm import OpenAILabelerResource, VLLMLabelerResource
 from bsky_warehouse.resources.perspective import PerspectiveResource
 from bsky_warehouse.resources.warehouse import WarehouseResource
@@ -67,6 +69,7 @@ def default_resources() -> dict[str, Any]:
     return {
         "warehouse": WarehouseResource(),
         "archive": ArchiveSource(),
+        "jetstream": JetstreamSource(host=os.environ.get("BSKY_JETSTREAM_HOST", JETSTREAM_HOST)),
         "perspective": perspective_resource(),
         "llm_openai": openai_labeler_resource(),
         "llm_vllm": VLLMLabelerResource(model=os.environ.get("VLLM_MODEL", "")),

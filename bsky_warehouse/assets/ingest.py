@@ -1,16 +1,28 @@
-"""Ingest: one pass over the archive per day fills `raw_posts`, `post_deletions` and `rejected_records`."""
+"""Ingest: one pass over a day's events (an archive, or a Jetstream replay) fills `raw_posts`, `post_deletions`
+and `rejected_records`; each (day, source) is replaced as a whole."""
 
 from collections import Counter
 from collections.abc import Iterator
+from typing import Literal
 
-from dagster import AssetExecutionContext, AssetSpec, BackfillPolicy, MaterializeResult, multi_asset
+from dagster import AssetExecutionContext, AssetSpec, BackfillPolicy, Config, MaterializeResult, multi_asset
+from pydantic import Field
 
 from bsky_warehouse.ingest import replace_day, stage_lines
 from bsky_warehouse.partitions import DayWindow, daily_partitions
-from bsky_warehouse.resources.bluesky import ArchiveSource
+from bsky_warehouse.resources.bluesky import ArchiveSource, read_outcomes
+from bsky_warehouse.resources.jetstream import JetstreamSource
 from bsky_warehouse.resources.warehouse import WarehouseResource
 
 GROUP = "ingest"
+
+
+class IngestConfig(Config):
+    source: Literal["archive", "jetstream"] = Field(
+        default="archive",
+        description="`archive`: files under the archive resource's directory. `jetstream`: replay the day from "
+        "the jetstream resource (it keeps about 36 hours; older days come from an archive).",
+    )
 
 
 @multi_asset(
@@ -24,13 +36,25 @@ GROUP = "ingest"
     pool="duckdb",
 )
 def archive_ingest(
-    context: AssetExecutionContext, warehouse: WarehouseResource, archive: ArchiveSource
+    context: AssetExecutionContext,
+    config: IngestConfig,
+    warehouse: WarehouseResource,
+    archive: ArchiveSource,
+    jetstream: JetstreamSource,
 ) -> Iterator[MaterializeResult]:
     totals: Counter[str] = Counter()
     rejected: Counter[str] = Counter()
     for day in DayWindow.from_time_window(context.partition_time_window).days():
+        if config.source == "jetstream":
+            # Replay first (network, no lock held), then load the spool exactly as an archive is loaded.
+            spool = warehouse.staging_dir / "jetstream"
+            collected = jetstream.replay_day(day, spool)
+            context.log.info(f"{day}: replayed {collected.events_written} events ({collected.reconnects} reconnects)")
+            lines = read_outcomes(spool, day)
+        else:
+            lines = archive.read_day(day)
         with warehouse.connect() as con:
-            stats = replace_day(con, day, "archive", stage_lines(con, archive.read_day(day)))
+            stats = replace_day(con, day, config.source, stage_lines(con, lines))
         context.log.info(f"{day}: {stats.metadata()}")
         totals.update(
             posts=stats.posts, post_events=stats.post_events, duplicates=stats.duplicate_events,

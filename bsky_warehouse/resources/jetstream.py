@@ -39,6 +39,8 @@ from urllib.parse import urlencode
 import orjson
 import websockets
 import zstandard
+from dagster import ConfigurableResource
+from pydantic import Field
 from websockets.asyncio.client import ClientConnection, connect
 
 from bsky_warehouse.events import POST_COLLECTION
@@ -465,3 +467,26 @@ def collect(
         backoff_base_s=backoff_base_s,
         backoff_max_s=backoff_max_s,
     )
+
+
+class JetstreamSource(ConfigurableResource):
+    """Jetstream as a source for the ingest asset: a day is replayed into a spool, then loaded like an archive."""
+
+    host: str = Field(default=DEFAULT_HOST, description="Jetstream instance (host[:port]).")
+    secure: bool = Field(default=True, description="wss:// (true) or ws:// (a local replay server).")
+    compress: bool = Field(default=False, description="zstd-compressed frames (needs zstd_dictionary).")
+    zstd_dictionary: str | None = Field(default=None, description="Jetstream's published zstd dictionary file.")
+    retention_hours: float = Field(default=36, description="How far back Jetstream can replay.")
+
+    def replay_day(self, day: date, spool_dir: Path) -> CollectStats:
+        """Collect the whole UTC day into `spool_dir/<day>/`, replacing an earlier spool of it."""
+        return collect_day(
+            self.host,
+            day,
+            spool_dir,
+            secure=self.secure,
+            compress=self.compress,
+            zstd_dictionary=Path(self.zstd_dictionary) if self.zstd_dictionary else None,
+            retention_hours=self.retention_hours,
+            overwrite=True,
+        )
