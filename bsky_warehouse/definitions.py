@@ -15,7 +15,13 @@ from dagster import (
 from bsky_warehouse.assets.authors import author_posts, author_scan_job, author_selection, author_toxicity_scores
 from bsky_warehouse.assets.clean import cleaned_posts
 from bsky_warehouse.assets.dbt import dbt_author_models, dbt_models, dbt_resource
-from bsky_warehouse.assets.feeds import feed_job, feed_snapshot_sensor, feed_snapshots
+from bsky_warehouse.assets.feeds import (
+    feed_followup_job,
+    feed_followup_sensor,
+    feed_job,
+    feed_snapshot_sensor,
+    feed_snapshots,
+)
 from bsky_warehouse.assets.ingest import archive_ingest
 from bsky_warehouse.assets.llm_labels import llm_labels
 from bsky_warehouse.assets.toxicity import toxicity_scores
@@ -83,9 +89,9 @@ def build_definitions(**overrides: Any) -> Definitions:
     return Definitions(
         assets=ASSETS,
         asset_checks=build_asset_checks(PYTHON_TABLES),
-        jobs=[warehouse_job, scheduled_job, feed_job, author_scan_job],
+        jobs=[warehouse_job, scheduled_job, feed_job, feed_followup_job, author_scan_job],
         schedules=[daily_schedule],
-        sensors=[feed_snapshot_sensor],
+        sensors=[feed_snapshot_sensor, feed_followup_sensor],
         resources={**default_resources(), **overrides},
     )
 

@@ -31,6 +31,7 @@ class SnapshotStats:
     items: int = 0
     posts: int = 0
     rejected: dict[str, int] = field(default_factory=dict)
+    days: set[date] = field(default_factory=set)  # the partitions the posts landed in (their createdAt day)
 
 
 def _insert(con: duckdb.DuckDBPyConnection, table: str, rows: list[dict[str, Any]]) -> None:
@@ -78,6 +79,7 @@ def write_snapshot(
     for reject in rejects:
         stats.rejected[reject["reason"]] = stats.rejected.get(reject["reason"], 0) + 1
     stats.posts = len(posts)
+    stats.days = {row["partition_date"] for row in posts.values()}
     con.execute("BEGIN TRANSACTION")
     try:
         _insert(con, "feed_snapshots", snapshot_rows)

@@ -7,7 +7,7 @@ partitions (a single-run backfill) and one partition are handled the same way.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
@@ -70,3 +70,14 @@ def window_from_tags(tags: Mapping[str, str]) -> DayWindow | None:
         last = date.fromisoformat(tags[RANGE_END_TAG])
         return DayWindow(date.fromisoformat(tags[RANGE_START_TAG]), last + timedelta(days=1))
     return None
+
+
+def contiguous_windows(days: Iterable[date]) -> list[DayWindow]:
+    """The fewest half-open windows covering exactly these days (one run per window, not one per day)."""
+    windows: list[DayWindow] = []
+    for day in sorted(set(days)):
+        if windows and windows[-1].end == day:
+            windows[-1] = DayWindow(windows[-1].start, day + timedelta(days=1))
+        else:
+            windows.append(DayWindow.for_day(day))
+    return windows
