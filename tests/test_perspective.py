@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-import random
 import socket
 import subprocess
 import sys
@@ -36,10 +35,8 @@ from bsky_warehouse.resources.perspective import (
     PerspectiveResource,
     ScoreStats,
     TokenBucket,
-    backoff_delay,
     build_request,
     classify_error,
-    parse_retry_after,
     parse_scores,
     redact,
 )
@@ -157,24 +154,6 @@ def test_classify_error_table() -> None:
     assert classify_error(400, bad_key) == ("api_error", False, None)
     assert classify_error(403, None) == ("api_error", False, None)
     assert classify_error(404, b"not json") == ("api_error", False, None)
-
-
-def test_parse_retry_after() -> None:
-    assert parse_retry_after("2") == 2.0
-    assert parse_retry_after(" 0.5 ") == 0.5
-    assert parse_retry_after(None) is None
-    assert parse_retry_after("soon") is None
-    assert parse_retry_after("-3") == 0.0
-    assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT", now=1445412470.0) == pytest.approx(10.0)
-
-
-def test_backoff_grows_with_jitter_and_cap() -> None:
-    rng = random.Random(1)
-    for attempt in range(8):
-        ceiling = min(5.0, 0.5 * 2**attempt)
-        delays = [backoff_delay(attempt, 0.5, 5.0, rng) for _ in range(50)]
-        assert all(ceiling / 2 <= d <= ceiling for d in delays)
-        assert len(set(delays)) > 1
 
 
 def test_redact() -> None:

@@ -12,13 +12,10 @@ are never dropped silently: each is recorded in `client.invalid` (and passed to 
 
 from __future__ import annotations
 
-import email.utils
 import logging
-import random
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any
 
@@ -27,6 +24,7 @@ from dagster import ConfigurableResource
 from pydantic import Field
 
 from bsky_warehouse.events import POST_COLLECTION, RecordError, parse_created_at
+from bsky_warehouse.http_retry import backoff_delay, retry_after_s
 
 log = logging.getLogger(__name__)
 
@@ -152,25 +150,6 @@ def item_to_event(item: FeedItem) -> dict[str, Any]:
     }
 
 
-def _retry_after_s(response: httpx.Response) -> float | None:
-    """Seconds to wait before the rate limit lifts: `ratelimit-reset` (unix seconds) or `Retry-After`."""
-    reset = response.headers.get("ratelimit-reset")
-    if reset is not None:
-        try:
-            return max(0.0, float(reset) - time.time())
-        except ValueError:
-            pass
-    retry_after = response.headers.get("retry-after")
-    if retry_after is not None:
-        try:
-            return max(0.0, float(retry_after))
-        except ValueError:
-            moment = email.utils.parsedate_to_datetime(retry_after) if retry_after.strip() else None
-            if moment is not None:
-                return max(0.0, (moment - datetime.now(UTC)).total_seconds())
-    return None
-
-
 class AppViewClient:
     """Synchronous XRPC client; use as a context manager or call `close()`."""
 
@@ -216,7 +195,7 @@ class AppViewClient:
         self._http.close()
 
     def _backoff(self, attempt: int) -> float:
-        return min(self.backoff_max_s, self.backoff_base_s * 2**attempt) * random.uniform(0.5, 1.0)
+        return backoff_delay(attempt, self.backoff_base_s, self.backoff_max_s)
 
     def _get(self, nsid: str, params: dict[str, Any], subject: str) -> dict[str, Any]:
         """One XRPC query with bounded retries; `subject` names the feed/actor/handle in errors."""
@@ -240,7 +219,7 @@ class AppViewClient:
                     last_problem = "200 with a body that is not a JSON object"
                     wait = self._backoff(attempt)
                 elif status == 429:
-                    limit_wait = _retry_after_s(response)
+                    limit_wait = retry_after_s(response.headers)
                     if limit_wait is not None and limit_wait > self.max_ratelimit_wait_s:
                         raise AppViewError(
                             f"{nsid} for {subject}: rate limited for {limit_wait:.0f}s, longer than "

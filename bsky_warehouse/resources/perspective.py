@@ -12,7 +12,6 @@ The API key is a secret: it travels only in the request URL and is never logged,
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import logging
 import math
 import random
@@ -26,6 +25,7 @@ import orjson
 from dagster import ConfigurableResource
 from pydantic import Field
 
+from bsky_warehouse.http_retry import backoff_delay, retry_after_s
 from bsky_warehouse.records import (
     PERSPECTIVE_ATTRIBUTES,
     PERSPECTIVE_PRODUCTION,
@@ -161,31 +161,6 @@ def classify_error(status_code: int, body: Mapping[str, Any] | bytes | str | Non
     if "COMMENT_TOO_LONG" in error_types or "too many bytes" in message:
         return ErrorClass(REASON_COMMENT_TOO_LONG, False, None)
     return ErrorClass(REASON_API_ERROR, False, None)
-
-
-def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
-    """Seconds to wait from a Retry-After header (delta-seconds or HTTP-date); None when absent/invalid."""
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            when = email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError):
-            return None
-        seconds = when.timestamp() - (time.time() if now is None else now)
-    if math.isnan(seconds):
-        return None
-    return max(0.0, seconds)
-
-
-def backoff_delay(attempt: int, base_s: float, max_s: float, rng: random.Random | None = None) -> float:
-    """Exponential backoff with "equal jitter": half fixed so waits really grow, half random so the
-    in-flight requests that failed together do not come back together."""
-    ceiling = min(max_s, base_s * (2**attempt))
-    return ceiling / 2 + (rng or random).uniform(0, ceiling / 2)
 
 
 def redact(text: str, secret: str) -> str:
@@ -489,7 +464,7 @@ class PerspectiveClient:
         error = classify_error(response.status_code, response.content)
         if response.status_code == 429:
             stats.http_429 += 1
-            return _Attempt(None, error, parse_retry_after(response.headers.get("retry-after")), "http_429")
+            return _Attempt(None, error, retry_after_s(response.headers), "http_429")
         if response.status_code >= 500:
             stats.http_5xx += 1
         if not error.retryable and error.reason == REASON_API_ERROR:

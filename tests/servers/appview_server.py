@@ -7,7 +7,7 @@ requests): `faults={3: Fault(429, reset_in_s=1)}` answers the third request with
 `ratelimit-reset` header lies one second ahead; `Fault(503)` answers a 5xx. Malformed items are simply put
 in the item lists. Requests are recorded (`requests`: path, query, monotonic time) for assertions.
 
-The stdlib ThreadingHTTPServer runs in a background thread; use it as a context manager.
+It serves from a background thread (tests/servers/base.py); use it as a context manager.
 """
 
 from __future__ import annotations
@@ -15,12 +15,13 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import orjson
+
+from tests.servers.base import LocalHTTPServer
 
 
 @dataclass(frozen=True)
@@ -92,7 +93,7 @@ def feed_view_post(
     return item
 
 
-class AppViewServer:
+class AppViewServer(LocalHTTPServer):
     def __init__(
         self,
         *,
@@ -143,13 +144,7 @@ class AppViewServer:
                 self.end_headers()
                 self.wfile.write(data)
 
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._httpd.daemon_threads = True
-        self._thread = threading.Thread(target=self._httpd.serve_forever, name="appview-server", daemon=True)
-
-    @property
-    def host(self) -> str:
-        return f"127.0.0.1:{self._httpd.server_address[1]}"
+        self._bind(Handler)
 
     def count(self, path: str) -> int:
         return sum(r.path == path for r in self.requests)
@@ -184,14 +179,3 @@ class AppViewServer:
         if start + limit < len(items):
             body["cursor"] = f"off:{start + limit}"
         return 200, body
-
-    def __enter__(self) -> AppViewServer:
-        self._thread.start()
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self._httpd.shutdown()
-        self._httpd.server_close()
-        self._thread.join(10)

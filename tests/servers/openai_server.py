@@ -38,11 +38,13 @@ import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import urlsplit
 
 import orjson
+
+from tests.servers.base import LocalHTTPServer, QuietHTTPServer
 
 COMPLETIONS_PATH = "/v1/chat/completions"
 
@@ -112,7 +114,7 @@ class Faults:
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
-    server: _HTTPServer
+    server: QuietHTTPServer
 
     def log_message(self, format: str, *args: Any) -> None:
         """Silence per-request logging: tests assert on counts, not stderr."""
@@ -254,16 +256,7 @@ def _fmt(seconds: float) -> str:
     return str(int(seconds)) if float(seconds).is_integer() else str(seconds)
 
 
-class _HTTPServer(ThreadingHTTPServer):
-    daemon_threads = True
-    request_queue_size = 512
-    owner: OpenAIServer
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        """Clients that time out or hang up mid-response are expected; keep stderr clean."""
-
-
-class OpenAIServer:
+class OpenAIServer(LocalHTTPServer):
     """The fake endpoint in a background thread: `with OpenAIServer() as srv: srv.base_url`."""
 
     def __init__(
@@ -289,14 +282,7 @@ class OpenAIServer:
         self._in_flight = 0
         self._max_in_flight = 0
         self.last_request: dict[str, Any] | None = None
-        self._httpd = _HTTPServer((host, port), _Handler)
-        self._httpd.owner = self
-        self._thread: threading.Thread | None = None
-
-    @property
-    def url(self) -> str:
-        host, port = self._httpd.server_address[:2]
-        return f"http://{host}:{port}"
+        self._bind(_Handler, host, port)
 
     @property
     def base_url(self) -> str:
@@ -394,31 +380,6 @@ class OpenAIServer:
             self._batch_sizes.clear()
             self._max_in_flight = self._in_flight
 
-    # -- lifecycle -----------------------------------------------------------------------------------
-
-    def start(self) -> OpenAIServer:
-        self._thread = threading.Thread(target=self._httpd.serve_forever, name="openai-server", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._httpd.shutdown()
-        self._httpd.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-
-    def serve_forever(self) -> None:
-        self._httpd.serve_forever()
-
-    def close(self) -> None:
-        self._httpd.server_close()
-
-    def __enter__(self) -> OpenAIServer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -447,12 +408,7 @@ def main(argv: list[str] | None = None) -> None:
         port=args.port,
     )
     print(server.base_url, flush=True)
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.close()
+    server.serve_forever()
     sys.exit(0)
 
 

@@ -33,13 +33,14 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import orjson
 
 from bsky_warehouse.records import PERSPECTIVE_ATTRIBUTES, PERSPECTIVE_PRODUCTION
+from tests.servers.base import LocalHTTPServer, QuietHTTPServer
 
 ANALYZE_PATH = "/v1alpha1/comments:analyze"
 MAX_COMMENT_BYTES = 20480
@@ -184,7 +185,7 @@ class _Quota:
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
-    server: _HTTPServer
+    server: QuietHTTPServer
 
     def log_message(self, format: str, *args: Any) -> None:
         """Silence per-request logging: the tests assert on counts, not on stderr noise."""
@@ -328,16 +329,7 @@ def _fmt(seconds: float) -> str:
     return str(int(seconds)) if float(seconds).is_integer() else str(seconds)
 
 
-class _HTTPServer(ThreadingHTTPServer):
-    daemon_threads = True
-    request_queue_size = 256
-    owner: PerspectiveServer
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        """Clients that time out or hang up mid-response are expected here; keep stderr clean."""
-
-
-class PerspectiveServer:
+class PerspectiveServer(LocalHTTPServer):
     """The fake API, run in a background thread: `with PerspectiveServer(qps=50) as srv: srv.url`."""
 
     def __init__(
@@ -363,14 +355,7 @@ class PerspectiveServer:
         self._ok_counts: Counter[str] = Counter()
         self._times: dict[str, list[float]] = {}
         self._stats: Counter[str] = Counter()
-        self._httpd = _HTTPServer((host, port), _Handler)
-        self._httpd.owner = self
-        self._thread: threading.Thread | None = None
-
-    @property
-    def url(self) -> str:
-        host, port = self._httpd.server_address[:2]
-        return f"http://{host}:{port}"
+        self._bind(_Handler, host, port)
 
     # -- bookkeeping (called from handler threads) ---------------------------------------------------
 
@@ -441,28 +426,6 @@ class PerspectiveServer:
             self._times.clear()
             self._stats.clear()
 
-    # -- lifecycle -----------------------------------------------------------------------------------
-
-    def start(self) -> PerspectiveServer:
-        self._thread = threading.Thread(target=self._httpd.serve_forever, name="perspective-server", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._httpd.shutdown()
-        self._httpd.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-
-    def serve_forever(self) -> None:
-        self._httpd.serve_forever()
-
-    def __enter__(self) -> PerspectiveServer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -492,12 +455,7 @@ def main(argv: list[str] | None = None) -> None:
         port=args.port,
     )
     print(server.url, flush=True)
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server._httpd.server_close()
+    server.serve_forever()
     sys.exit(0)
 
 
