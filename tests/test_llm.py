@@ -33,7 +33,6 @@ from bsky_warehouse.resources.llm import (
     normalize_ideology,
     normalize_sociopolitical,
     parse_answer,
-    parse_retry_after,
     read_label_file,
 )
 from tests.servers.openai_server import OpenAIServer, extract_posts
@@ -162,14 +161,6 @@ def test_resource_identity() -> None:
     assert (single.name, single.model, single.prompt_version) == ("openai", "qwen", PROMPT_VERSION)
     assert OpenAILabelerResource(model="qwen", batch_size=8).prompt_version == f"{PROMPT_VERSION}-b8"
     assert "sk-secret" not in repr(single) and "sk-secret" not in str(single)
-
-
-def test_parse_retry_after() -> None:
-    assert parse_retry_after({"retry-after": "2"}) == 2.0
-    assert parse_retry_after({"retry-after-ms": "250", "retry-after": "9"}) == 0.25
-    assert parse_retry_after({"retry-after": "Wed, 21 Oct 2015 07:28:00 GMT"}) == 0.0
-    assert parse_retry_after({"retry-after": "soon"}) is None
-    assert parse_retry_after({}) is None
 
 
 # --------------------------------------------------------------------------------------------------

@@ -22,15 +22,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import csv
-import email.utils
 import hashlib
 import importlib.util
 import json
 import logging
-import math
 import random
-import re
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -43,6 +39,19 @@ import orjson
 from dagster import ConfigurableResource
 from pydantic import Field, PrivateAttr
 
+from bsky_warehouse.http_retry import backoff_delay, retry_after_s
+from bsky_warehouse.label_files import (
+    HandleResolver,
+    RowError,
+    SourceRow,
+    is_empty,
+    iter_rows,
+    link_to_uri,
+    normalize_ideology,
+    normalize_sociopolitical,
+    normalize_uri,
+    pick_column,
+)
 from bsky_warehouse.records import IDEOLOGIES, LabelResult, PostText
 
 log = logging.getLogger(__name__)
@@ -301,37 +310,6 @@ def parse_completion(body: bytes | str | Mapping[str, Any]) -> tuple[str, dict[s
 # --------------------------------------------------------------------------------------------------
 # OpenAI-compatible HTTP backend
 # --------------------------------------------------------------------------------------------------
-
-
-def parse_retry_after(headers: Mapping[str, str], now: float | None = None) -> float | None:
-    """Seconds to wait from `retry-after-ms` (OpenAI) or `Retry-After` (seconds or HTTP date)."""
-    value = headers.get("retry-after-ms")
-    if value:
-        try:
-            ms = float(value)
-            if math.isfinite(ms):
-                return max(0.0, ms / 1000)
-        except ValueError:
-            pass
-    value = headers.get("retry-after")
-    if not value:
-        return None
-    try:
-        seconds = float(value.strip())
-    except ValueError:
-        try:
-            when = email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError):
-            return None
-        seconds = when.timestamp() - (time.time() if now is None else now)
-    return max(0.0, seconds) if math.isfinite(seconds) else None
-
-
-def backoff_delay(attempt: int, base_s: float, max_s: float, rng: random.Random | None = None) -> float:
-    """Exponential backoff with equal jitter: waits really grow, yet requests that failed together
-    do not all come back at the same instant."""
-    ceiling = min(max_s, base_s * (2**attempt))
-    return ceiling / 2 + (rng or random).uniform(0, ceiling / 2)
 
 
 class LabelerConfigError(RuntimeError):
@@ -614,7 +592,7 @@ class OpenAILabelClient:
                 return _Outcome(transient="malformed_response")
         if status == 429:
             stats.http_429 += 1
-            return _Outcome(transient="http_429", retry_after=parse_retry_after(response.headers))
+            return _Outcome(transient="http_429", retry_after=retry_after_s(response.headers))
         if status >= 500 or status in (408, 409):
             if status >= 500:
                 stats.http_5xx += 1
@@ -851,165 +829,6 @@ class VLLMLabelerResource(ConfigurableResource):
 # Import backend: labels produced elsewhere
 # --------------------------------------------------------------------------------------------------
 
-_SOCIOPOLITICAL_VALUES = {
-    "true": True,
-    "yes": True,
-    "1": True,
-    "civic": True,
-    "sociopolitical": True,
-    "political": True,
-    "false": False,
-    "no": False,
-    "0": False,
-    "not civic": False,
-    "non civic": False,
-    "noncivic": False,
-    "not sociopolitical": False,
-    "non sociopolitical": False,
-    "not political": False,
-}
-_IDEOLOGY_VALUES = {
-    "left": "left",
-    "left leaning": "left",
-    "right": "right",
-    "right leaning": "right",
-    "moderate": "moderate",
-    "unclear": "unclear",
-}
-_EMPTY_VALUES = {"", "none", "null", "nan", "na", "n/a"}
-
-
-def _norm_text(value: str) -> str:
-    return re.sub(r"[\s_\-]+", " ", value.strip().lower()).strip()
-
-
-def _is_empty(value: Any) -> bool:
-    if value is None:
-        return True
-    if isinstance(value, float) and math.isnan(value):
-        return True
-    return isinstance(value, str) and value.strip().lower() in _EMPTY_VALUES
-
-
-def normalize_sociopolitical(value: Any) -> bool | None:
-    """`civic`/`true`/`yes`/1 -> True, `not civic`/`false`/`no`/0 -> False, empty -> None.
-
-    Raises ValueError for anything else: an unrecognised label is a question for a human, not a guess.
-    """
-    if _is_empty(value):
-        return None
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, int | float) and value in (0, 1):
-        return bool(value)
-    if isinstance(value, str):
-        key = _norm_text(value)
-        if key in _SOCIOPOLITICAL_VALUES:
-            return _SOCIOPOLITICAL_VALUES[key]
-    raise ValueError(f"unrecognised sociopolitical label {value!r}")
-
-
-def normalize_ideology(value: Any) -> str | None:
-    """`left`/`left-leaning` -> left, `right`/`right-leaning` -> right, `moderate`, `unclear`;
-    empty -> None. Raises ValueError for anything else."""
-    if _is_empty(value):
-        return None
-    if isinstance(value, str):
-        key = _norm_text(value)
-        if key in _IDEOLOGY_VALUES:
-            return _IDEOLOGY_VALUES[key]
-    raise ValueError(f"unrecognised ideology label {value!r}")
-
-
-_LINK = re.compile(r"^https?://(?:www\.)?bsky\.app/profile/([^/?#]+)/post/([^/?#]+)/?(?:[?#].*)?$")
-_AT_URI = re.compile(r"^at://([^/]+)/app\.bsky\.feed\.post/([^/?#]+)$")
-
-HandleResolver = Mapping[str, str] | Callable[[str], str | None]
-
-
-class RowError(ValueError):
-    """A label-file row that cannot become a label; the message is the recorded reason."""
-
-
-def _resolve_actor(actor: str, handle_to_did: HandleResolver | None) -> str:
-    if actor.startswith("did:"):
-        return actor
-    handle = actor.lower()
-    did: str | None = None
-    if isinstance(handle_to_did, Mapping):
-        did = handle_to_did.get(handle) or handle_to_did.get(actor)
-    elif handle_to_did is not None:
-        did = handle_to_did(handle)
-    if not did:
-        hint = "" if handle_to_did is not None else " (no handle_to_did mapping given)"
-        raise RowError(f"unresolved_handle: {actor}{hint}")
-    if not did.startswith("did:"):
-        raise RowError(f"unresolved_handle: {actor} maps to {did!r}, not a DID")
-    return did
-
-
-def link_to_uri(link: str, handle_to_did: HandleResolver | None = None) -> str:
-    """`https://bsky.app/profile/<handle-or-did>/post/<rkey>` -> `at://<did>/app.bsky.feed.post/<rkey>`.
-
-    Post URIs are keyed by DID, so a link naming a handle needs `handle_to_did` (a dict or a callable);
-    raises RowError (`invalid_link` / `unresolved_handle`) rather than invent a URI.
-    """
-    match = _LINK.match(link.strip())
-    if match is None:
-        raise RowError(f"invalid_link: {link!r}")
-    actor, rkey = match.groups()
-    return f"at://{_resolve_actor(actor, handle_to_did)}/app.bsky.feed.post/{rkey}"
-
-
-def _normalize_uri(value: str, handle_to_did: HandleResolver | None) -> str:
-    match = _AT_URI.match(value.strip())
-    if match is None:
-        if _LINK.match(value.strip()):
-            return link_to_uri(value, handle_to_did)
-        raise RowError(f"invalid_uri: {value!r}")
-    actor, rkey = match.groups()
-    return f"at://{_resolve_actor(actor, handle_to_did)}/app.bsky.feed.post/{rkey}"
-
-
-def _iter_rows(path: Path, fmt: str) -> tuple[list[str], Iterator[dict[str, Any]]]:
-    """(columns, rows) of a CSV (all values as text) or Parquet file, streamed."""
-    if fmt == "csv":
-        handle = path.open(newline="", encoding="utf-8-sig")
-        reader = csv.DictReader(handle)
-        columns = list(reader.fieldnames or [])
-
-        def csv_rows() -> Iterator[dict[str, Any]]:
-            with handle:
-                yield from reader
-
-        return columns, csv_rows()
-    import duckdb
-
-    connection = duckdb.connect()
-    cursor = connection.execute("SELECT * FROM read_parquet(?)", [str(path)])
-    columns = [d[0] for d in cursor.description]
-
-    def parquet_rows() -> Iterator[dict[str, Any]]:
-        try:
-            while chunk := cursor.fetchmany(10_000):
-                for values in chunk:
-                    yield dict(zip(columns, values, strict=True))
-        finally:
-            connection.close()
-
-    return columns, parquet_rows()
-
-
-def _pick(columns: Sequence[str], explicit: str | None, candidates: Sequence[str], what: str) -> str:
-    if explicit is not None:
-        if explicit not in columns:
-            raise ValueError(f"label file has no {what} column {explicit!r}; columns are {list(columns)}")
-        return explicit
-    for candidate in candidates:
-        if candidate in columns:
-            return candidate
-    raise ValueError(f"label file has no {what} column (looked for {list(candidates)}); columns are {list(columns)}")
-
 
 def read_label_file(
     path: str | Path,
@@ -1039,21 +858,17 @@ def read_label_file(
     for what, value in (("labeler", labeler), ("model", model), ("prompt_version", prompt_version)):
         if not value or not str(value).strip():
             raise ValueError(f"read_label_file needs a non-empty {what}")
-    path = Path(path)
-    fmt = (fmt or path.suffix.lstrip(".")).lower()
-    if fmt not in ("csv", "parquet"):
-        raise ValueError(f"label file must be .csv or .parquet, got {path.name!r}")
-    columns, rows = _iter_rows(path, fmt)
+    columns, rows = iter_rows(path, fmt)
     if uri_column is None and link_column is None:
-        key_column = _pick(columns, None, ("uri", "link", "url"), "uri/link")
+        key_column = pick_column(columns, None, ("uri", "link", "url"), "uri/link")
     else:
-        key_column = _pick(columns, uri_column or link_column, (), "uri" if uri_column else "link")
+        key_column = pick_column(columns, uri_column or link_column, (), "uri" if uri_column else "link")
     key_is_link = uri_column is None and key_column != "uri"
-    label_col = _pick(columns, label_column, ("is_sociopolitical", "sociopolitical", "civic", "label"), "label")
-    ideology_col = _pick(
+    label_col = pick_column(columns, label_column, ("is_sociopolitical", "sociopolitical", "civic", "label"), "label")
+    ideology_col = pick_column(
         columns, ideology_column, ("political_ideology", "ideology", "leaning", "political_leaning"), "ideology"
     )
-    rationale_col = _pick(columns, rationale_column, (), "rationale") if rationale_column else None
+    rationale_col = pick_column(columns, rationale_column, (), "rationale") if rationale_column else None
     return _label_rows(
         rows, key_column, key_is_link, label_col, ideology_col, rationale_col, handle_to_did,
         drop_ideology_on_non_sociopolitical,
@@ -1061,7 +876,7 @@ def read_label_file(
 
 
 def _label_rows(
-    rows: Iterator[dict[str, Any]],
+    rows: Iterator[SourceRow],
     key_column: str,
     key_is_link: bool,
     label_col: str,
@@ -1070,13 +885,16 @@ def _label_rows(
     handle_to_did: HandleResolver | None,
     drop_ideology_on_non_sociopolitical: bool = False,
 ) -> Iterator[LabelResult]:
-    for number, row in enumerate(rows, start=1):
+    for number, record in enumerate(rows, start=1):
+        row = record.values
         raw_key = row.get(key_column)
-        uri = str(raw_key).strip() if not _is_empty(raw_key) else f"row:{number}"
+        uri = str(raw_key).strip() if not is_empty(raw_key) else f"row:{number}"
         try:
-            if _is_empty(raw_key):
+            if record.error:
+                raise RowError(record.error)
+            if is_empty(raw_key):
                 raise RowError(f"missing_{key_column}")
-            uri = link_to_uri(uri, handle_to_did) if key_is_link else _normalize_uri(uri, handle_to_did)
+            uri = link_to_uri(uri, handle_to_did) if key_is_link else normalize_uri(uri, handle_to_did)
             try:
                 social = normalize_sociopolitical(row.get(label_col))
                 ideology = normalize_ideology(row.get(ideology_col))
@@ -1096,7 +914,7 @@ def _label_rows(
             yield LabelResult(uri, "failed", f"invalid_row: {exc} (row {number})")
             continue
         rationale = row.get(rationale_col) if rationale_col else None
-        rationale = None if _is_empty(rationale) else str(rationale).strip()
+        rationale = None if is_empty(rationale) else str(rationale).strip()
         yield LabelResult(uri, "ok", None, social, ideology, rationale)
 
 
