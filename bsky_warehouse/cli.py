@@ -211,6 +211,32 @@ def cmd_eval_labels(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    """Fit one rater's calibration of a system, print its cross-validated error beside the system's."""
+    from bsky_warehouse.calibration import CalibrationError, run_calibration
+
+    try:
+        summary = run_calibration(
+            _warehouse(), args.rater, args.task, args.system, args.embeddings, args.embedding_model
+        )
+    except CalibrationError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(summary))
+        return 0
+    print(f"{summary['rater']} / {summary['task']} / {summary['system']}: {summary['n_judgements']} judgements, "
+          f"{summary['folds']}-fold cross-validated {summary['metric']} (lower is better)")  # fmt: skip
+    for fit in summary["fits"]:
+        print(f"  {fit['features']:<18} system alone {fit['cv_error_system']:.4f}  calibrated "
+              f"{fit['cv_error_calibrated']:.4f}  constant baseline {fit['cv_error_baseline']:.4f}  "
+              f"model {fit['model_version']}{'  (projected)' if fit['projected'] else ''}")  # fmt: skip
+    print(f"projected over {summary['projected_posts']} posts: {summary['flagged_posts']} flagged "
+          f"(prediction >= {summary['flag_threshold']}); table calibrated_predictions, "
+          f"model_version {summary['model_version']}")  # fmt: skip
+    return 0
+
+
 def cmd_collect_jetstream(args: argparse.Namespace) -> int:
     """Write live Jetstream events as archive-format JSONL (one folder per day) for later loading."""
     from bsky_warehouse.resources.jetstream import JetstreamError, collect, collect_day
@@ -339,6 +365,15 @@ def build_parser() -> argparse.ArgumentParser:
     ev_labels = ev_sub.add_parser("labels", help="accuracy of each labeler against the reference hand labels")
     ev_labels.add_argument("--json", action="store_true")
     ev_labels.set_defaults(func=cmd_eval_labels)
+
+    cal = sub.add_parser("calibrate", help="fit a rater's personal calibration of a scorer or labeler")
+    cal.add_argument("--rater", required=True, help="rater name, as in human_judgements")
+    cal.add_argument("--task", required=True, choices=["toxicity", "sociopolitical"])
+    cal.add_argument("--system", required=True, help="scorer:<scorer> or labeler:<labeler>/<model>")
+    cal.add_argument("--embeddings", action="store_true", help="also fit on the post embeddings")
+    cal.add_argument("--embedding-model", help="which post_embeddings model (default: the only one)")
+    cal.add_argument("--json", action="store_true")
+    cal.set_defaults(func=cmd_calibrate)
     return parser
 
 

@@ -13,6 +13,7 @@ from dagster import (
 )
 
 from bsky_warehouse.assets.authors import author_posts, author_scan_job, author_selection, author_toxicity_scores
+from bsky_warehouse.assets.calibration import calibration_job, calibration_selection, rater_calibrations
 from bsky_warehouse.assets.clean import cleaned_posts
 from bsky_warehouse.assets.dbt import dbt_author_models, dbt_models, dbt_resource
 from bsky_warehouse.assets.feeds import (
@@ -24,6 +25,8 @@ from bsky_warehouse.assets.feeds import (
 )
 from bsky_warehouse.assets.ingest import archive_ingest
 from bsky_warehouse.assets.llm_labels import llm_labels
+from bsky_warehouse.assets.report import daily_report
+from bsky_warehouse.assets.topics import post_embeddings, post_topics
 from bsky_warehouse.assets.toxicity import toxicity_scores
 from bsky_warehouse.checks.assets import build_asset_checks
 from bsky_warehouse.resources.appview import APPVIEW_URL_ENV, DEFAULT_HOST, AppViewResource
@@ -36,15 +39,23 @@ from bsky_warehouse.resources.warehouse import WarehouseResource
 
 ASSETS = [archive_ingest, feed_snapshots, cleaned_posts, toxicity_scores, llm_labels, dbt_models]
 ASSETS += [author_posts, author_toxicity_scores, dbt_author_models]
+ASSETS += [post_embeddings, post_topics]
+ASSETS += [rater_calibrations, daily_report]
 PYTHON_TABLES = {key.to_user_string() for a in ASSETS if a not in (dbt_models, dbt_author_models) for key in a.keys}
 
 # Author scans have their own partitions (one per account) and their own job.
-warehouse_job = define_asset_job("warehouse_daily", selection=AssetSelection.all() - author_selection)
+# A calibration is asked for by a rater (run config names who), so it has its own job too.
+warehouse_job = define_asset_job(
+    "warehouse_daily", selection=AssetSelection.all() - author_selection - calibration_selection
+)
 # What the daily schedule runs: everything that needs no extra configuration (labels need an LLM; feed
 # snapshots have their own sensor).
 scheduled_job = define_asset_job(
     "warehouse_yesterday",
-    selection=AssetSelection.all() - author_selection - AssetSelection.assets("llm_labels", "feed_snapshots"),
+    selection=AssetSelection.all()
+    - author_selection
+    - calibration_selection
+    - AssetSelection.assets("llm_labels", "feed_snapshots"),
 )
 daily_schedule = build_schedule_from_partitioned_job(
     scheduled_job, hour_of_day=2, default_status=DefaultScheduleStatus.STOPPED
@@ -89,7 +100,7 @@ def build_definitions(**overrides: Any) -> Definitions:
     return Definitions(
         assets=ASSETS,
         asset_checks=build_asset_checks(PYTHON_TABLES),
-        jobs=[warehouse_job, scheduled_job, feed_job, feed_followup_job, author_scan_job],
+        jobs=[warehouse_job, scheduled_job, feed_job, feed_followup_job, author_scan_job, calibration_job],
         schedules=[daily_schedule],
         sensors=[feed_snapshot_sensor, feed_followup_sensor],
         resources={**default_resources(), **overrides},

@@ -11,7 +11,8 @@ from bsky_warehouse.records import PROB_COLUMNS
 # all-MiniLM-L6-v2 sentence embeddings (the `[topics]` extra).
 EMBEDDING_DIM = 384
 
-POST_COLUMNS = """
+# What a post record says (events.py parses these), then where and when the warehouse got it.
+POST_RECORD_COLUMNS = """
     uri VARCHAR NOT NULL,
     cid VARCHAR,
     author_did VARCHAR NOT NULL,
@@ -22,7 +23,8 @@ POST_COLUMNS = """
     reply_root_uri VARCHAR,
     embed_type VARCHAR,
     facets JSON,
-    labels JSON,
+    labels JSON"""
+POST_COLUMNS = f"""{POST_RECORD_COLUMNS},
     source VARCHAR NOT NULL,
     ingested_at TIMESTAMPTZ NOT NULL,
     partition_date DATE NOT NULL
@@ -108,20 +110,10 @@ TABLES: dict[str, str] = {
             reposts_skipped BIGINT NOT NULL,
             requests BIGINT NOT NULL
         )""",
-    "author_posts": """
+    "author_posts": f"""
         CREATE TABLE IF NOT EXISTS author_posts (
-            uri VARCHAR NOT NULL,
-            cid VARCHAR,
-            author_did VARCHAR NOT NULL,
+            {POST_RECORD_COLUMNS},
             author_handle VARCHAR,
-            text VARCHAR,
-            created_at TIMESTAMPTZ NOT NULL,
-            langs VARCHAR[],
-            reply_parent_uri VARCHAR,
-            reply_root_uri VARCHAR,
-            embed_type VARCHAR,
-            facets JSON,
-            labels JSON,
             like_count BIGINT,
             repost_count BIGINT,
             reply_count BIGINT,
@@ -181,7 +173,47 @@ TABLES: dict[str, str] = {
             assigned_at TIMESTAMPTZ NOT NULL,
             partition_date DATE NOT NULL
         )""",
+    # Personal calibration (#8, calibration.py): per (rater, task, system) one row per feature set fitted, and
+    # the projection of the model marked `projected` over every post the system covers.
+    "rater_calibrations": """
+        CREATE TABLE IF NOT EXISTS rater_calibrations (
+            rater VARCHAR NOT NULL,
+            task VARCHAR NOT NULL,
+            system VARCHAR NOT NULL,
+            features VARCHAR NOT NULL,
+            embedding_model VARCHAR,
+            n_judgements INTEGER NOT NULL,
+            folds INTEGER NOT NULL,
+            metric VARCHAR NOT NULL,
+            cv_error_system DOUBLE NOT NULL,
+            cv_error_calibrated DOUBLE NOT NULL,
+            cv_error_baseline DOUBLE NOT NULL,
+            cv_brier_system DOUBLE NOT NULL,
+            cv_brier_calibrated DOUBLE NOT NULL,
+            flag_threshold DOUBLE NOT NULL,
+            projected BOOLEAN NOT NULL,
+            model_version VARCHAR NOT NULL,
+            fitted_at TIMESTAMPTZ NOT NULL
+        )""",
+    "calibrated_predictions": """
+        CREATE TABLE IF NOT EXISTS calibrated_predictions (
+            uri VARCHAR NOT NULL,
+            rater VARCHAR NOT NULL,
+            task VARCHAR NOT NULL,
+            system VARCHAR NOT NULL,
+            model_version VARCHAR NOT NULL,
+            prediction DOUBLE NOT NULL,
+            flagged BOOLEAN NOT NULL,
+            partition_date DATE NOT NULL
+        )""",
 }
 
 # Tables whose rows describe a post by uri and must disappear with it (deletes, cross-partition duplicates).
-POST_DERIVED_TABLES = ("cleaned_posts", "toxicity_scores", "llm_labels", "post_embeddings", "post_topics")
+POST_DERIVED_TABLES = (
+    "cleaned_posts",
+    "toxicity_scores",
+    "llm_labels",
+    "post_embeddings",
+    "post_topics",
+    "calibrated_predictions",
+)

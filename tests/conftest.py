@@ -18,6 +18,14 @@ def warehouse(tmp_path: Path):
 
 
 @pytest.fixture(scope="session", autouse=True)
+def reports_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Runs of the daily job render `daily_report`: its files go to a temporary folder, not the checkout."""
+    path = tmp_path_factory.mktemp("reports")
+    os.environ["BSKY_WAREHOUSE_REPORTS"] = str(path)
+    return path
+
+
+@pytest.fixture(scope="session", autouse=True)
 def dbt_manifest():
     """The definitions need a parsed dbt project; `make test` prepares it, this covers bare pytest runs."""
     from bsky_warehouse.project import prepare_manifest
