@@ -13,7 +13,14 @@ from pathlib import Path
 from typing import Any
 
 from bsky_warehouse.partitions import DayWindow
-from bsky_warehouse.project import DBT_ENV, DBT_PROJECT_DIR, SAMPLE_DIR, dbt_executable, prepare_manifest
+from bsky_warehouse.project import (
+    DBT_ENV,
+    DBT_PROJECT_DIR,
+    REFERENCE_DIR,
+    SAMPLE_DIR,
+    dbt_executable,
+    prepare_manifest,
+)
 from bsky_warehouse.resources.reference import REFERENCE_SCORER
 
 SAMPLE_WINDOW = DayWindow(date(2024, 3, 8), date(2024, 3, 20))
@@ -25,6 +32,10 @@ TOXICITY_DBT = [*STAGING_DBT, "scorer_agreement", "daily_toxicity_summary", "tox
                 "author_profiles", "pipeline_coverage"]  # fmt: skip
 LABEL_DBT = [*STAGING_DBT, "reference_hand_labels", "labeler_agreement", "daily_sociopolitical_summary",
              "toxicity_by_ideology", "author_profiles", "pipeline_coverage"]  # fmt: skip
+AUDIT_DBT = [*STAGING_DBT, "stg_human_judgements", "stg_post_topics", "audit_judged_posts", "audit_by_topic"]
+# The 2024 pilot's hand labels, imported as one rater's judgements.
+REFERENCE_RATER = "bluesky-research-2024"
+REFERENCE_JUDGEMENT_TASKS = ("sociopolitical", "ideology")
 
 
 def recorded_labels_config(model: str) -> dict[str, Any]:
@@ -54,12 +65,26 @@ def _warehouse():
     return WarehouseResource()
 
 
+def import_reference_judgements() -> list[dict[str, Any]]:
+    """The pilot's hand labels (sociopolitical and ideology) as judgements of rater bluesky-research-2024."""
+    from bsky_warehouse.judgements import load_judgements, parse_judgements
+    from bsky_warehouse.resources.reference_labels import reference_handle_to_did
+
+    path = REFERENCE_DIR / "pilot_posts_hand_labels.csv"
+    parsed = [parse_judgements(path, REFERENCE_RATER, task, handle_to_did=reference_handle_to_did())
+              for task in REFERENCE_JUDGEMENT_TASKS]  # fmt: skip
+    with _warehouse().connect() as con:
+        return [load_judgements(con, p) for p in parsed]
+
+
 def demo_runs(
     window: DayWindow, archive_dir: str, raise_on_error: bool = True, log_level: str = "WARNING"
 ) -> list[dict[str, Any]]:
     """The demo: ingest, clean and the offline default scorer; then the 2024 reference Perspective scores; then
-    the recorded GPT-4 and Llama-3 labels (or, with LLM_MODEL set, the configured OpenAI-compatible server)."""
-    from bsky_warehouse.pipeline import run_window
+    the recorded GPT-4 and Llama-3 labels (or, with LLM_MODEL set, the configured OpenAI-compatible server);
+    then the audit: the pilot's hand labels as judgements, embeddings and topics, the audit marts, each
+    recorded labeler calibrated to the hand labels, and the report of the last day."""
+    from bsky_warehouse.pipeline import run_calibration_job, run_window
     from bsky_warehouse.resources.reference_labels import RECORDED_MODELS
 
     def run(assets: list[str], run_config: dict[str, Any] | None = None, **kwargs: Any) -> dict[str, Any]:
@@ -77,6 +102,16 @@ def demo_runs(
         else [recorded_labels_config(model) for model in RECORDED_MODELS]
     )
     runs.extend(run(["llm_labels", *LABEL_DBT], run_config) for run_config in label_runs)
+    import_reference_judgements()
+    runs.append(run(["post_embeddings", "post_topics", *AUDIT_DBT]))
+    labelers = [f"labeler:openai/{os.environ['LLM_MODEL']}"] if os.environ.get("LLM_MODEL") else [
+        f"labeler:import/{model}" for model in RECORDED_MODELS]  # fmt: skip
+    for system in labelers:
+        config = {"rater": REFERENCE_RATER, "task": "sociopolitical", "system": system, "use_embeddings": True}
+        runs.append(run_calibration_job(config, instance, raise_on_error=raise_on_error, log_level=log_level))
+    last_day = window.days()[-1]
+    runs.append(run_window(DayWindow.for_day(last_day), instance, assets=["daily_report"],
+                           raise_on_error=raise_on_error, log_level=log_level))  # fmt: skip
     return runs
 
 
@@ -95,8 +130,20 @@ def warehouse_summary() -> dict[str, Any]:
             ).fetchall()
         }
         days = con.execute("SELECT count(DISTINCT partition_date) FROM raw_posts").fetchall()[0][0]
+        judgements = {f"{rater}/{task}": n for rater, task, n in con.execute(
+            "SELECT rater, task, count(*) FROM human_judgements GROUP BY ALL ORDER BY ALL").fetchall()}  # fmt: skip
+        topics = {version: {"topics": n, "posts": posts} for version, n, posts in con.execute(
+            """SELECT m.topic_model_version, count(DISTINCT m.topic_id),
+                      (SELECT count(*) FROM post_topics t WHERE t.topic_model_version = m.topic_model_version)
+               FROM topic_models m GROUP BY 1 ORDER BY 1""").fetchall()}  # fmt: skip
+        calibrations = [dict(zip(("rater", "task", "system", "features", "cv_error_system", "cv_error_calibrated"),
+                                 (*row[:4], round(row[4], 4), round(row[5], 4)), strict=True))
+                        for row in con.execute(
+            """SELECT rater, task, system, features, cv_error_system, cv_error_calibrated FROM rater_calibrations
+               ORDER BY ALL""").fetchall()]  # fmt: skip
     return {"tables": counts, "days_with_posts": days, "toxicity_rows_by_scorer": scorers,
-            "label_rows_by_labeler": labelers}  # fmt: skip
+            "label_rows_by_labeler": labelers, "judgements_by_rater_task": judgements, "topic_models": topics,
+            "calibrations": calibrations}  # fmt: skip
 
 
 def cmd_prepare(_: argparse.Namespace) -> int:
@@ -105,6 +152,8 @@ def cmd_prepare(_: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    from bsky_warehouse.report import reports_root
+
     prepare_manifest()
     window = DayWindow(date.fromisoformat(args.start), date.fromisoformat(args.end))
     runs = demo_runs(window, args.archive)
@@ -113,7 +162,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print(json.dumps(summary, indent=2, default=str))
     print(
         "\nNext: `make ui` (Dagster UI, http://127.0.0.1:3000), `make docs` (dbt docs, http://127.0.0.1:8080), "
-        "`.venv/bin/bsky-warehouse eval scorers --json`."
+        "`.venv/bin/bsky-warehouse eval scorers --json`, "
+        f"`.venv/bin/bsky-warehouse audit --system labeler:import/llama-3-8b --rater {REFERENCE_RATER} "
+        f"--task sociopolitical`; the report: {reports_root() / runs[-1]['window'][0] / 'index.html'}"
     )
     return 0
 
@@ -234,6 +285,92 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     print(f"projected over {summary['projected_posts']} posts: {summary['flagged_posts']} flagged "
           f"(prediction >= {summary['flag_threshold']}); table calibrated_predictions, "
           f"model_version {summary['model_version']}")  # fmt: skip
+    return 0
+
+
+def cmd_import_judgements(args: argparse.Namespace) -> int:
+    """Load one rater's judgements of one task from a CSV/Parquet file; bad rows are rejected with reasons."""
+    from bsky_warehouse.judgements import JudgementFileError, load_judgements, parse_judgements, rejection_lines
+    from bsky_warehouse.resources.reference_labels import handle_map_from_csv, reference_handle_to_did
+
+    try:
+        handles = handle_map_from_csv(args.handle_map) if args.handle_map else reference_handle_to_did()
+        parsed = parse_judgements(args.file, args.rater, args.task, uri_column=args.uri_column,
+                                  value_column=args.value_column, handle_to_did=handles)  # fmt: skip
+    except (JudgementFileError, OSError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    with _warehouse().connect() as con:
+        summary = load_judgements(con, parsed)
+    if args.json:
+        print(json.dumps({**summary, "first_rejections": rejection_lines(parsed)}))
+        return 0
+    print(f"{summary['loaded']} of {summary['records']} {args.task} judgements by {args.rater} loaded from "
+          f"{summary['file']} (posts: column {summary['uri_column']}, values: {summary['value_column']})")  # fmt: skip
+    if summary["rejected"]:
+        print(f"{summary['rejected']} rejected {summary['rejected_by_reason']}; in table rejected_records:")
+        for line in rejection_lines(parsed):
+            print(f"  {line}")
+    return 0
+
+
+def rebuild_audit(system: str, threshold: float) -> dict[str, Any]:
+    """Rebuild the audit marts with `system` flagging at `threshold`, as a Dagster run of the dbt asset."""
+    from bsky_warehouse.pipeline import run_window
+
+    with _warehouse().connect() as con:
+        last = con.execute("SELECT max(partition_date) FROM cleaned_posts").fetchall()[0][0]
+    if last is None:
+        raise ValueError("the warehouse has no cleaned posts to audit")
+    run_config = {"ops": {"dbt_models": {"config": {"audit_thresholds": {system: threshold}}}}}
+    return run_window(DayWindow.for_day(last), _instance(), assets=["audit_judged_posts", "audit_by_topic"],
+                      run_config=run_config, raise_on_error=False, log_level="WARNING")  # fmt: skip
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    """Print the topics where a system disagrees most with a rater, with example posts; write the report."""
+    from bsky_warehouse.audit import OVER, UNDER, AuditError, audit_summary, load_audit, render_markdown, report_path
+    from bsky_warehouse.audit import worst_topics as worst
+    from bsky_warehouse.report import reports_root
+
+    if args.threshold is not None:
+        if not 0 <= args.threshold <= 1:
+            print(f"error: --threshold must be in [0, 1], got {args.threshold}", file=sys.stderr)
+            return 2
+        prepare_manifest()
+        try:
+            result = rebuild_audit(args.system, args.threshold)
+        except ValueError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+        if not result["success"]:
+            print(json.dumps(result, indent=2, default=str), file=sys.stderr)
+            return 1
+    try:
+        with _warehouse().connect() as con:
+            audit = load_audit(con, args.system, args.rater, args.task, args.topic_model, args.top, args.examples)
+    except AuditError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    path = Path(args.out) if args.out else report_path(reports_root(), args.system, args.rater, args.task)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(render_markdown(audit, args.top), encoding="utf-8")
+    if args.json:
+        print(json.dumps({**audit_summary(audit, args.top), "report": str(path)}, default=str))
+        return 0
+    print(f"{audit.system} vs {audit.rater} ({audit.task}), topic model {audit.topic_model_version}, threshold "
+          f"{audit.threshold:g}: {audit.n_judged} judged posts, MAE {audit.mae:.3f}, "
+          f"{audit.n_over_sensitive} over-sensitive, {audit.n_under_sensitive} under-sensitive")  # fmt: skip
+    print(f"\nworst {args.top} topics by error:")
+    for t in worst(audit.topics, args.top):
+        print(f"{t.error_rank:>3}. {t.topic_label} (topic {t.topic_id}): n={t.n_judged} system {t.system_mean:.3f} "
+              f"person {t.human_mean:.3f} MAE {t.mae:.3f} over {t.over_sensitive_share:.0%} "
+              f"under {t.under_sensitive_share:.0%}{'' if t.enough_judged else ' (few judged)'}")  # fmt: skip
+        for direction, name in ((OVER, "system yes, person no"), (UNDER, "person yes, system no")):
+            for ex in audit.examples.get((t.topic_id, direction), []):
+                text = " ".join((ex.text or "").split())[:90]
+                print(f"       {name}: {ex.link}\n         {text}")
+    print(f"\naudit report: {path}")
     return 0
 
 
@@ -365,6 +502,35 @@ def build_parser() -> argparse.ArgumentParser:
     ev_labels = ev_sub.add_parser("labels", help="accuracy of each labeler against the reference hand labels")
     ev_labels.add_argument("--json", action="store_true")
     ev_labels.set_defaults(func=cmd_eval_labels)
+
+    imp = sub.add_parser("import", help="import data made elsewhere into the warehouse")
+    imp_sub = imp.add_subparsers(dest="what", required=True)
+    judge = imp_sub.add_parser("judgements", help="one rater's judgements of posts (CSV or Parquet)")
+    judge.add_argument("file", help=".csv or .parquet; posts by `uri` (at://) or `link` (bsky.app)")
+    judge.add_argument("--rater", required=True, help="who judged, e.g. bluesky-research-2024")
+    judge.add_argument(
+        "--task",
+        required=True,
+        choices=["toxicity", "sociopolitical", "ideology"],
+        help="toxicity: 0-4, -1 unsure; sociopolitical: yes/no; ideology: left/right/moderate/unclear",
+    )
+    judge.add_argument("--uri-column", help="the column naming the post (default: uri, link or url)")
+    judge.add_argument("--value-column", help="the column with the judgement (default: value, then the task's name)")
+    judge.add_argument("--handle-map", help="CSV of handle,did (or link,uri) for links that name handles")
+    judge.add_argument("--json", action="store_true")
+    judge.set_defaults(func=cmd_import_judgements)
+
+    audit = sub.add_parser("audit", help="where a scorer or labeler disagrees with a rater, topic by topic")
+    audit.add_argument("--system", required=True, help="scorer:<scorer> or labeler:<labeler>/<model>")
+    audit.add_argument("--rater", required=True, help="rater name, as in human_judgements")
+    audit.add_argument("--task", required=True, choices=["toxicity", "sociopolitical"])
+    audit.add_argument("--threshold", type=float, help="rebuild the audit with the system flagging at this score")
+    audit.add_argument("--topic-model", help="topic_model_version (default: the most recently fitted one audited)")
+    audit.add_argument("--top", type=int, default=5, help="topics to show per list (default 5)")
+    audit.add_argument("--examples", type=int, default=3, help="example posts per topic and direction (default 3)")
+    audit.add_argument("--out", help="Markdown report path (default: reports/audits/<system>__<rater>__<task>.md)")
+    audit.add_argument("--json", action="store_true")
+    audit.set_defaults(func=cmd_audit)
 
     cal = sub.add_parser("calibrate", help="fit a rater's personal calibration of a scorer or labeler")
     cal.add_argument("--rater", required=True, help="rater name, as in human_judgements")

@@ -12,6 +12,7 @@ from dagster import (
     define_asset_job,
 )
 
+from bsky_warehouse.assets.audit import human_judgements
 from bsky_warehouse.assets.authors import author_posts, author_scan_job, author_selection, author_toxicity_scores
 from bsky_warehouse.assets.calibration import calibration_job, calibration_selection, rater_calibrations
 from bsky_warehouse.assets.clean import cleaned_posts
@@ -98,7 +99,7 @@ def default_resources() -> dict[str, Any]:
 def build_definitions(**overrides: Any) -> Definitions:
     """Definitions with overridable resources (tests point them at temporary files and local servers)."""
     return Definitions(
-        assets=ASSETS,
+        assets=[*ASSETS, human_judgements],
         asset_checks=build_asset_checks(PYTHON_TABLES),
         jobs=[warehouse_job, scheduled_job, feed_job, feed_followup_job, author_scan_job, calibration_job],
         schedules=[daily_schedule],

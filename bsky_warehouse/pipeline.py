@@ -58,33 +58,45 @@ def run_window(
     return {**summarize_run(result), "window": [str(window.start), str(window.end)]}
 
 
-def run_author_scan(
-    scan_key: str,
+def run_job(
+    job_name: str,
     instance: DagsterInstance,
     db_path: str | None = None,
     run_config: dict[str, Any] | None = None,
     resources: dict[str, Any] | None = None,
+    partition_key: str | None = None,
     raise_on_error: bool = True,
     log_level: str = "INFO",
 ) -> dict[str, Any]:
-    """Add the author's partition (if new) and run the scan job for it: posts, scores, the dbt report."""
-    from bsky_warehouse.assets.authors import author_partitions
+    """One run of a job of the definitions (an author scan, a rater calibration), recorded in the instance."""
     from bsky_warehouse.definitions import build_definitions
 
     overrides: dict[str, Any] = dict(resources or {})
     if db_path:
         overrides["warehouse"] = WarehouseResource(path=db_path)
-    partitions = author_partitions.name
-    if not instance.has_dynamic_partition(partitions, scan_key):
-        instance.add_dynamic_partitions(partitions, [scan_key])
-    job = build_definitions(**overrides).resolve_job_def("author_scan")
+    job = build_definitions(**overrides).resolve_job_def(job_name)
     result = job.execute_in_process(
         instance=instance,
-        partition_key=scan_key,
+        partition_key=partition_key,
         run_config={"loggers": {"console": {"config": {"log_level": log_level}}}, **(run_config or {})},
         raise_on_error=raise_on_error,
     )
-    return {**summarize_run(result), "author": scan_key}
+    return summarize_run(result)
+
+
+def run_author_scan(scan_key: str, instance: DagsterInstance, **kwargs: Any) -> dict[str, Any]:
+    """Add the author's partition (if new) and run the scan job for it: posts, scores, the dbt report."""
+    from bsky_warehouse.assets.authors import author_partitions
+
+    if not instance.has_dynamic_partition(author_partitions.name, scan_key):
+        instance.add_dynamic_partitions(author_partitions.name, [scan_key])
+    return {**run_job("author_scan", instance, partition_key=scan_key, **kwargs), "author": scan_key}
+
+
+def run_calibration_job(config: dict[str, Any], instance: DagsterInstance, **kwargs: Any) -> dict[str, Any]:
+    """Fit one rater's calibration (CalibrationConfig fields in `config`) as a run of `rater_calibration`."""
+    run_config = {"ops": {"rater_calibrations": {"config": config}}}
+    return {**run_job("rater_calibration", instance, run_config=run_config, **kwargs), "calibration": config}
 
 
 def summarize_run(result: Any) -> dict[str, Any]:

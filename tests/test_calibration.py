@@ -21,8 +21,8 @@ from bsky_warehouse.calibration import (
     run_calibration,
 )
 from bsky_warehouse.evaluation import HAND_LABEL_SEED
+from bsky_warehouse.label_files import normalize_sociopolitical
 from bsky_warehouse.project import REFERENCE_DIR
-from bsky_warehouse.resources.llm import normalize_sociopolitical
 
 NOW = datetime(2024, 3, 20, tzinfo=UTC)
 DAYS = [date(2024, 3, 10), date(2024, 3, 11), date(2024, 3, 12)]

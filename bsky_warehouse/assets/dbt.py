@@ -7,8 +7,9 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from dagster import AssetExecutionContext, AssetKey, BackfillPolicy
+from dagster import AssetExecutionContext, AssetKey, BackfillPolicy, Config
 from dagster_dbt import DagsterDbtTranslator, DbtCliResource, dbt_assets
+from pydantic import Field
 
 from bsky_warehouse.partitions import DayWindow, daily_partitions
 from bsky_warehouse.project import DBT_ENV, DBT_MANIFEST, DBT_PROJECT_DIR, dbt_executable
@@ -36,9 +37,24 @@ def dbt_resource() -> DbtCliResource:
     )
 
 
-def dbt_build_args(window: DayWindow) -> list[str]:
-    """`dbt build` restricted by Dagster's selection, with the partition window as `--vars`."""
-    return ["build", "--vars", json.dumps(window.dbt_vars())]
+class DbtBuildConfig(Config):
+    audit_thresholds: dict[str, float] = Field(
+        default_factory=dict,
+        description="Per-system flagging thresholds for audit_by_topic, e.g. {'scorer:perspective': 0.7}; "
+        "replaces the project's audit_thresholds var for this run (others use audit_threshold).",
+    )
+
+
+def dbt_build_args(window: DayWindow, audit_thresholds: Mapping[str, float] | None = None) -> list[str]:
+    """`dbt build` restricted by Dagster's selection, with the partition window (and any per-system audit
+    thresholds) as `--vars`."""
+    dbt_vars: dict[str, Any] = dict(window.dbt_vars())
+    if audit_thresholds:
+        bad = {system: t for system, t in audit_thresholds.items() if not 0 <= t <= 1}
+        if bad:
+            raise ValueError(f"audit thresholds must be in [0, 1], got {bad}")
+        dbt_vars["audit_thresholds"] = dict(sorted(audit_thresholds.items()))
+    return ["build", "--vars", json.dumps(dbt_vars)]
 
 
 AUTHOR_MODELS = "tag:authors"
@@ -52,10 +68,12 @@ AUTHOR_MODELS = "tag:authors"
     backfill_policy=BackfillPolicy.single_run(),
     pool="duckdb",
 )
-def dbt_models(context: AssetExecutionContext, dbt: DbtCliResource, warehouse: WarehouseResource) -> Iterator[Any]:
+def dbt_models(
+    context: AssetExecutionContext, dbt: DbtCliResource, warehouse: WarehouseResource, config: DbtBuildConfig
+) -> Iterator[Any]:
     # A single-run backfill hands us a range of partitions: use the whole window, never one key.
     window = DayWindow.from_time_window(context.partition_time_window)
-    yield from _build(context, dbt, warehouse, dbt_build_args(window))
+    yield from _build(context, dbt, warehouse, dbt_build_args(window, config.audit_thresholds))
 
 
 def _build(
