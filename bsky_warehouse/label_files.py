@@ -16,7 +16,7 @@ import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 _SOCIOPOLITICAL_VALUES = {
     "true": True,
@@ -90,6 +90,7 @@ def normalize_ideology(value: Any) -> str | None:
 
 _LINK = re.compile(r"^https?://(?:www\.)?bsky\.app/profile/([^/?#]+)/post/([^/?#]+)/?(?:[?#].*)?$")
 _AT_URI = re.compile(r"^at://([^/]+)/app\.bsky\.feed\.post/([^/?#]+)$")
+_WEB_ADDRESS = re.compile(r"^https?://", re.IGNORECASE)
 
 HandleResolver = Mapping[str, str] | Callable[[str], str | None]
 
@@ -141,7 +142,7 @@ def normalize_uri(value: str, handle_to_did: HandleResolver | None) -> str:
     (`invalid_uri`, `invalid_link`, `unresolved_handle`)."""
     match = _AT_URI.match(value.strip())
     if match is None:
-        if _LINK.match(value.strip()):
+        if _WEB_ADDRESS.match(value.strip()):  # a link, well-formed or not: link_to_uri says which (invalid_link)
             return link_to_uri(value, handle_to_did)
         raise RowError(f"invalid_uri: {value!r}")
     actor, rkey = match.groups()
@@ -192,8 +193,9 @@ def _csv_rows(path: Path) -> tuple[list[str], Iterator[SourceRow]]:
         return [], iter(())
     columns = [_clean(c) for c in header]
 
-    def rows() -> Iterator[SourceRow]:
+    def rows() -> Iterator[SourceRow | None]:
         with handle:
+            yield None  # see _started
             last = reader.line_num
             while True:
                 start = last + 1
@@ -220,7 +222,7 @@ def _csv_rows(path: Path) -> tuple[list[str], Iterator[SourceRow]]:
                     error = error or f"wrong_field_count: {len(fields)} fields, the header has {len(columns)}"
                 yield SourceRow(start, values, error)
 
-    return columns, rows()
+    return columns, _started(rows())
 
 
 def _parquet_rows(path: Path) -> tuple[list[str], Iterator[SourceRow]]:
@@ -234,9 +236,10 @@ def _parquet_rows(path: Path) -> tuple[list[str], Iterator[SourceRow]]:
         raise ValueError(f"{path.name}: not a readable Parquet file: {exc}") from None
     columns = [d[0] for d in cursor.description]
 
-    def rows() -> Iterator[SourceRow]:
+    def rows() -> Iterator[SourceRow | None]:
         number = 0
         try:
+            yield None  # see _started
             while chunk := cursor.fetchmany(10_000):
                 for values in chunk:
                     number += 1
@@ -244,7 +247,14 @@ def _parquet_rows(path: Path) -> tuple[list[str], Iterator[SourceRow]]:
         finally:
             connection.close()
 
-    return columns, rows()
+    return columns, _started(rows())
+
+
+def _started(rows: Iterator[SourceRow | None]) -> Iterator[SourceRow]:
+    """Run a reader up to its first (`None`) yield, inside its `with`/`finally`: from then on closing the
+    iterator, or dropping it unread (a caller's column error), closes the file rather than leaking it."""
+    next(rows)
+    return cast(Iterator[SourceRow], rows)
 
 
 def iter_rows(path: str | Path, fmt: str | None = None) -> tuple[list[str], Iterator[SourceRow]]:
