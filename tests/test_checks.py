@@ -86,3 +86,32 @@ def test_bad_scores_fail_blocking_checks_and_downstream_models_do_not_run(tmp_pa
     assert "scorer_agreement" not in result["assets_materialized"]
     assert "stg_toxicity_scores" not in result["assets_materialized"]
     assert not result["success"]
+
+
+def test_topic_suites_catch_doubled_rows_unknown_topics_and_bad_embeddings(warehouse):
+    from bsky_warehouse.checks.expectations import suite_frame
+
+    day = date(2024, 3, 10)
+    unit = [1.0] + [0.0] * 383
+    with warehouse.connect() as con:
+        con.execute("INSERT INTO topic_models VALUES ('v1', 0, 'cats', ['cats'], 3, $c, 'm', '{}', now())", {"c": unit})
+        rows = [("a", 0, 0.1), ("a", 0, 0.1), ("b", 7, 0.2), ("c", 0, 2.5)]
+        for uri, topic, distance in rows:
+            con.execute(
+                "INSERT INTO post_topics VALUES ($u, 'v1', $t, 'x', $d, now(), $day)",
+                {"u": uri, "t": topic, "d": distance, "day": day},
+            )
+        for uri, vector in (("a", unit), ("b", [0.5] * 384)):
+            con.execute(
+                "INSERT INTO post_embeddings VALUES ($u, 'm', $v, now(), $day)", {"u": uri, "v": vector, "day": day}
+            )
+        outcomes = {}
+        for suite in SUITES:
+            if suite.asset in ("post_topics", "post_embeddings"):
+                frame = suite_frame(con, suite, DayWindow.for_day(day))
+                outcomes.update({o.name: o for o in validate(frame, suite.checks)})
+    assert outcomes["topics_key_unique"].unexpected_count == 2
+    assert not outcomes["topics_assigned_from_stored_model"].passed
+    assert outcomes["topics_assigned_from_stored_model"].unexpected_count == 2  # topic 7 unknown; distance 2.5
+    assert outcomes["embeddings_key_unique"].passed
+    assert not outcomes["embeddings_unit_length"].passed and outcomes["embeddings_unit_length"].unexpected_count == 1

@@ -120,6 +120,33 @@ SUITES: tuple[Suite, ...] = (
                   (_true("reason_consistent"),)),
         ),
     ),
+    Suite(
+        asset="post_embeddings",
+        query=f"""SELECT uri, embedding_model, len(embedding) AS dimensions, copies_overall,
+                         abs(list_dot_product(embedding, embedding) - 1) < 1e-3 AS unit_length
+                  FROM {_with_copies("post_embeddings", ["uri", "embedding_model"])} WHERE {{window}}""",
+        checks=(
+            Check("embeddings_key_unique", "(uri, embedding_model) is unique across all partitions.",
+                  (("ExpectColumnValuesToBeBetween", {"column": "copies_overall", "min_value": 1, "max_value": 1}),)),
+            Check("embeddings_unit_length", "Every embedding has 384 dimensions and unit length.",
+                  (("ExpectColumnValuesToBeBetween", {"column": "dimensions", "min_value": 384, "max_value": 384}),
+                   _true("unit_length"))),
+        ),
+    ),
+    Suite(
+        asset="post_topics",
+        query=f"""SELECT t.uri, t.topic_model_version, t.distance, t.copies_overall,
+                         m.topic_id IS NOT NULL AS known_topic
+                  FROM {_with_copies("post_topics", ["uri", "topic_model_version"])} t
+                  LEFT JOIN topic_models m USING (topic_model_version, topic_id) WHERE {{window}}""",
+        checks=(
+            Check("topics_key_unique", "(uri, topic_model_version) is unique across all partitions.",
+                  (("ExpectColumnValuesToBeBetween", {"column": "copies_overall", "min_value": 1, "max_value": 1}),)),
+            Check("topics_assigned_from_stored_model", "Every topic exists in topic_models; cosine distance in [0, 2].",
+                  (_true("known_topic"),
+                   ("ExpectColumnValuesToBeBetween", {"column": "distance", "min_value": 0.0, "max_value": 2.0}))),
+        ),
+    ),
 )  # fmt: skip
 
 
