@@ -15,10 +15,10 @@ in their place, what remains of BERTopic is its c-TF-IDF labelling, which is a d
 - k: configured, or `round(sqrt(n / 2))` clamped to [2, 40] (the common rule of thumb; 13 topics for the 358
   sample posts, 40 for a 5,000-post sample), never more than the sample has posts.
 - Labels: class-based TF-IDF as BERTopic defines it: the posts of a topic are one document; a term's weight in
-  topic c is `tf(t, c) / Σ_t tf(t, c) · log(1 + A / f(t))` with A the mean number of terms per topic and f(t)
-  the term's count over all topics. Terms are lower-cased words of two or more letters, after removing URLs,
-  @mentions, possessive 's and contractions, minus scikit-learn's English stop words and a few social-media
-  fillers; a term must occur in at least `min_df` posts (2) so that one long post cannot name its topic. The
+  topic c is `tf(t, c) / Σ_t tf(t, c) · log(1 + A / f(t))` with A the mean number of terms per topic (rounded
+  down, as BERTopic does) and f(t) the term's count over all topics. Terms are lower-cased words of two or
+  more letters, after removing URLs, @mentions, possessive 's and contractions, minus scikit-learn's English
+  stop words and a few social-media fillers; a term must occur in at least `min_df` posts (2) so that one long post cannot name its topic. The
   label is the three best terms joined by " · ".
 - Version: a digest of the algorithm tag, the embedding model, the parameters and the sorted sample uris, so
   the same fit over the same sample gives the same version and a different sample or setting a new one.

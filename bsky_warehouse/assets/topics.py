@@ -9,6 +9,7 @@ its topics exactly. The writer connection is held only to read inputs and to wri
 model embeds or clusters. See topics.py for the choice of clustering and labels.
 """
 
+import contextlib
 import json
 from collections import Counter
 from datetime import UTC, date, datetime
@@ -47,8 +48,12 @@ def _insert(con: duckdb.DuckDBPyConnection, table: str, frame: pd.DataFrame) -> 
     con.register("topics_frame", frame)
     try:
         con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM topics_frame")
-    finally:
-        con.unregister("topics_frame")
+    except duckdb.Error:
+        # Inside an aborted transaction unregister fails too; let the INSERT's error be the one raised.
+        with contextlib.suppress(duckdb.Error):
+            con.unregister("topics_frame")
+        raise
+    con.unregister("topics_frame")
 
 
 def as_matrix(vectors: list) -> np.ndarray:
@@ -214,6 +219,8 @@ def fit_and_store(warehouse: WarehouseResource, config: TopicsConfig) -> tuple[T
 
 def resolve_topic_model(warehouse: WarehouseResource, config: TopicsConfig, log: Any) -> tuple[TopicModel, str]:
     """The model to assign with and how it was chosen: configured, current, or fitted by this run."""
+    if config.topic_model_version and config.refit:
+        raise Failure("set either topic_model_version (assign with a stored model) or refit (fit a new one), not both")
     with warehouse.connect() as con:
         if config.topic_model_version:
             return load_topic_model(con, config.topic_model_version), "configured"
