@@ -18,8 +18,8 @@ in their place, what remains of BERTopic is its c-TF-IDF labelling, which is a d
   topic c is `tf(t, c) / Σ_t tf(t, c) · log(1 + A / f(t))` with A the mean number of terms per topic (rounded
   down, as BERTopic does) and f(t) the term's count over all topics. Terms are lower-cased words of two or
   more letters, after removing URLs, @mentions, possessive 's and contractions, minus scikit-learn's English
-  stop words and a few social-media fillers; a term must occur in at least `min_df` posts (2) so that one long post cannot name its topic. The
-  label is the three best terms joined by " · ".
+  stop words and a few social-media fillers; a term must occur in at least `min_df` posts (2) so that one
+  long post cannot name its topic. The label is the three best terms joined by " · ".
 - Version: a digest of the algorithm tag, the embedding model, the parameters and the sorted sample uris, so
   the same fit over the same sample gives the same version and a different sample or setting a new one.
 """
