@@ -54,11 +54,12 @@ ui: manifest $(DAGSTER_HOME)/dagster.yaml
 docs: manifest
 	$(BIN)/bsky-warehouse docs --serve --port 8080
 
-bench: $(STAMP)
+bench: $(STAMP) $(VENV)/.installed-topics
 	$(BIN)/python bench/ingest.py --posts 1000000 --json
 	$(BIN)/python bench/dedupe_scaling.py --days 30 --posts-per-day 50000 --json
 	$(BIN)/python bench/perspective_qps.py --qps 50 --posts 1500 --json
 	$(BIN)/python bench/llm_client.py --json
+	$(BIN)/python bench/topics.py --posts 5000 --json
 
 lint: $(STAMP)
 	$(BIN)/ruff check bsky_warehouse tests bench scripts

@@ -10,9 +10,11 @@ from __future__ import annotations
 import argparse
 import json
 import random
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+
+from bsky_warehouse.records import PostText
 
 WORDS = [
     "the",
@@ -88,12 +90,22 @@ def _rkey(rng: random.Random) -> str:
     return "3k" + "".join(rng.choice(ALPHABET) for _ in range(11))
 
 
-def _text(rng: random.Random) -> str:
+def post_text(rng: random.Random) -> str:
+    """A post's text: long-tailed length, capped at the lexicon's 300 graphemes."""
     length = min(300, max(1, int(rng.lognormvariate(4.0, 0.8))))
     words: list[str] = []
     while sum(len(w) + 1 for w in words) < length:
         words.append(rng.choice(WORDS))
     return " ".join(words)[:length]
+
+
+def synthetic_posts(n: int, words: Sequence[str]) -> list[PostText]:
+    """Distinct, deterministic texts (a word pattern and the index), so per-text server counts identify each post."""
+    posts = []
+    for i in range(n):
+        text = " ".join(words[(i * 7 + j * 3) % len(words)] for j in range(3 + i % 9))
+        posts.append(PostText(uri=f"at://did:plc:bench/app.bsky.feed.post/{i:08d}", text=f"{text} #{i}"))
+    return posts
 
 
 def events(day: date, posts: int, seed: int = 0) -> Iterator[dict]:
@@ -108,7 +120,7 @@ def events(day: date, posts: int, seed: int = 0) -> Iterator[dict]:
         did = rng.choice(authors)
         rkey = _rkey(rng)
         record: dict = {"$type": "app.bsky.feed.post", "createdAt": created.isoformat().replace("+00:00", "Z"),
-                        "text": _text(rng)}  # fmt: skip
+                        "text": post_text(rng)}  # fmt: skip
         langs = rng.choices([lang for lang, _ in LANGS], [w for _, w in LANGS])[0]
         if langs:
             record["langs"] = langs

@@ -29,20 +29,12 @@ if str(ROOT) not in sys.path:
 
 import httpx  # noqa: E402
 
-from bsky_warehouse.records import LabelResult, PostText  # noqa: E402
+from bench.generate import synthetic_posts  # noqa: E402
+from bsky_warehouse.records import LabelResult  # noqa: E402
 from bsky_warehouse.resources.llm import OpenAILabelerResource  # noqa: E402
 from tests.servers.openai_server import OpenAIServer  # noqa: E402
 
 WORDS = ("the", "vote", "senate", "cat", "trump", "biden", "coffee", "climate", "people", "today", "post")
-
-
-def synthetic_posts(n: int) -> list[PostText]:
-    """Distinct, deterministic texts so per-text server counts identify each post."""
-    posts = []
-    for i in range(n):
-        words = " ".join(WORDS[(i * 7 + j * 3) % len(WORDS)] for j in range(3 + i % 9))
-        posts.append(PostText(uri=f"at://did:plc:bench/app.bsky.feed.post/{i:08d}", text=f"{words} #{i}"))
-    return posts
 
 
 @contextmanager
@@ -69,7 +61,7 @@ def server_process(latency_s: float) -> Iterator[str]:
 def run(
     n_posts: int, latency_s: float, concurrency: int, batch_size: int = 1, in_process: bool = False
 ) -> dict[str, float | int | None]:
-    posts = synthetic_posts(n_posts)
+    posts = synthetic_posts(n_posts, WORDS)
     results: Counter[str] = Counter()
     ok: Counter[str] = Counter()
 

@@ -21,20 +21,12 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bsky_warehouse.records import PostText, ScoreResult  # noqa: E402
+from bench.generate import synthetic_posts  # noqa: E402
+from bsky_warehouse.records import ScoreResult  # noqa: E402
 from bsky_warehouse.resources.perspective import PerspectiveResource  # noqa: E402
 from tests.servers.perspective_server import Faults, PerspectiveServer  # noqa: E402
 
 WORDS = ("the", "vote", "policy", "idiot", "great", "news", "today", "damn", "people", "think", "post")
-
-
-def synthetic_posts(n: int) -> list[PostText]:
-    """Distinct, deterministic texts so per-text server counts identify each post."""
-    posts = []
-    for i in range(n):
-        words = " ".join(WORDS[(i * 7 + j * 3) % len(WORDS)] for j in range(3 + i % 9))
-        posts.append(PostText(uri=f"at://did:plc:bench/app.bsky.feed.post/{i:08d}", text=f"{words} #{i}"))
-    return posts
 
 
 def run(
@@ -45,7 +37,7 @@ def run(
     server_qps: float | None = None,
 ) -> dict[str, float | int]:
     """Score `n_posts` at client `qps` against a server quota of `server_qps` (default: the same)."""
-    posts = synthetic_posts(n_posts)
+    posts = synthetic_posts(n_posts, WORDS)
     quota = server_qps or qps
     faults = Faults(rate_5xx=fault_rate)
     results: Counter[str] = Counter()

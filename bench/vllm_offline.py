@@ -20,7 +20,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.llm_client import synthetic_posts  # noqa: E402
+from bench.generate import synthetic_posts  # noqa: E402
+from bench.llm_client import WORDS  # noqa: E402
 from bsky_warehouse.resources.llm import VLLMLabelerResource, VLLMUnavailableError, require_vllm  # noqa: E402
 
 
@@ -47,9 +48,9 @@ def main(argv: list[str] | None = None) -> int:
         gpu_memory_utilization=args.gpu_memory_utilization,
     )
     started = time.monotonic()
-    labeler.label(synthetic_posts(1), lambda result: None)
+    labeler.label(synthetic_posts(1, WORDS), lambda result: None)
     startup_s = time.monotonic() - started
-    posts = synthetic_posts(args.posts)
+    posts = synthetic_posts(args.posts, WORDS)
     stats = labeler.label(posts, lambda result: None)
     seconds = stats.elapsed_s
     figures = {
