@@ -263,16 +263,31 @@ def cmd_eval_labels(args: argparse.Namespace) -> int:
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
-    """Fit one rater's calibration of a system, print its cross-validated error beside the system's."""
-    from bsky_warehouse.calibration import CalibrationError, run_calibration
+    """Fit one rater's calibration of a system as a Dagster run; print its cross-validated error beside the
+    system's."""
+    from dagster import AssetKey
+
+    from bsky_warehouse.calibration import CalibrationError, System, check_task
+    from bsky_warehouse.pipeline import run_calibration_job
 
     try:
-        summary = run_calibration(
-            _warehouse(), args.rater, args.task, args.system, args.embeddings, args.embedding_model
-        )
+        check_task(args.task, System.parse(args.system))
     except CalibrationError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    prepare_manifest()
+    config = {"rater": args.rater, "task": args.task, "system": args.system, "use_embeddings": args.embeddings,
+              "embedding_model": args.embedding_model}  # fmt: skip
+    instance = _instance()
+    result = run_calibration_job(config, instance, raise_on_error=False, log_level="ERROR")
+    if not result["success"]:
+        print(f"error: {'; '.join(result['failures']) or 'the rater_calibration run failed'}", file=sys.stderr)
+        return 2
+    event = instance.get_latest_materialization_event(AssetKey("rater_calibrations"))
+    if event is None or event.run_id != result["run_id"] or event.asset_materialization is None:
+        print(f"error: run {result['run_id']} recorded no rater_calibrations materialization", file=sys.stderr)
+        return 1
+    summary = event.asset_materialization.metadata["summary"].value
     if args.json:
         print(json.dumps(summary))
         return 0

@@ -118,10 +118,23 @@ def summarize_run(result: Any) -> dict[str, Any]:
             if event.event_type_value == "STEP_SKIPPED" and event.step_key is not None
         }
     )
+    failures = [
+        f"{event.step_key}: {root_cause(event.step_failure_data.error)}"
+        for event in result.all_events
+        if event.is_step_failure and event.step_failure_data and event.step_failure_data.error
+    ]
     return {
         "run_id": result.run_id,
         "success": result.success,
         "assets_materialized": materialized,
         "steps_skipped": skipped,
         "checks": checks,
+        "failures": failures,
     }
+
+
+def root_cause(error: Any) -> str:
+    """The innermost error of Dagster's wrapped chain: the exception our code raised, with its message."""
+    while getattr(error, "cause", None) is not None:
+        error = error.cause
+    return str(error.message).strip()

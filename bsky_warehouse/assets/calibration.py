@@ -84,6 +84,7 @@ def rater_calibrations(
             "projected_posts": summary["projected_posts"],
             "flagged_posts": summary["flagged_posts"],
             "fits": MetadataValue.md(fits_markdown(summary)),
+            "summary": MetadataValue.json(summary),
         }
     )
 
