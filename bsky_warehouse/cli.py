@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
@@ -57,6 +58,22 @@ def _instance():
         Path(os.environ["DAGSTER_HOME"]).mkdir(parents=True, exist_ok=True)
         return DagsterInstance.get()
     return DagsterInstance.ephemeral()
+
+
+@contextlib.contextmanager
+def logs_to_stderr() -> Iterator[None]:
+    """dbt, run inside a Dagster step, writes its log to file descriptor 1; a command whose stdout is its answer
+    (`--json`) sends that log to stderr, where diagnostics belong."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    os.dup2(2, 1)
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
 
 
 def _warehouse():
@@ -338,8 +355,9 @@ def rebuild_audit(system: str, threshold: float) -> dict[str, Any]:
     if last is None:
         raise ValueError("the warehouse has no cleaned posts to audit")
     run_config = {"ops": {"dbt_models": {"config": {"audit_thresholds": {system: threshold}}}}}
-    return run_window(DayWindow.for_day(last), _instance(), assets=["audit_judged_posts", "audit_by_topic"],
-                      run_config=run_config, raise_on_error=False, log_level="WARNING")  # fmt: skip
+    with logs_to_stderr():
+        return run_window(DayWindow.for_day(last), _instance(), assets=["audit_judged_posts", "audit_by_topic"],
+                          run_config=run_config, raise_on_error=False, log_level="WARNING")  # fmt: skip
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
@@ -428,8 +446,9 @@ def cmd_scan_author(args: argparse.Namespace) -> int:
     ops: dict[str, Any] = {"author_toxicity_scores": {"config": {"scorer": args.scorer}}}
     if args.max_pages:
         ops["author_posts"] = {"config": {"max_pages": args.max_pages}}
-    result = run_author_scan(scan_key, _instance(), run_config={"ops": ops}, resources=resources,
-                             raise_on_error=False, log_level="WARNING")  # fmt: skip
+    with logs_to_stderr():
+        result = run_author_scan(scan_key, _instance(), run_config={"ops": ops}, resources=resources,
+                                 raise_on_error=False, log_level="WARNING")  # fmt: skip
     if not result["success"]:
         print(json.dumps(result, indent=2, default=str), file=sys.stderr)
         return 1

@@ -247,3 +247,22 @@ def test_markdown_report_lists_evidence_and_escapes_tables(tmp_path):
     assert report_path(tmp_path, "labeler:import/gpt-4", "a b", "sociopolitical") == (
         tmp_path / "audits" / "labeler_import_gpt-4__a_b__sociopolitical.md"
     )
+
+
+@pytest.mark.integration
+def test_audit_threshold_option_rebuilds_the_audit_as_a_dagster_run(tmp_path, db):
+    copy = str(tmp_path / "wh.duckdb")
+    Path(copy).write_bytes(Path(db).read_bytes())
+    env = {**os.environ, "BSKY_WAREHOUSE_DB": copy, "DAGSTER_HOME": str(tmp_path / "dagster_home")}
+    proc = subprocess.run(
+        [sys.executable, "-m", "bsky_warehouse.cli", "audit", "--system", SCORER, "--rater", "alice",
+         "--task", "toxicity", "--threshold", "0.85", "--out", str(tmp_path / "r.md"), "--json"],
+        env=env, capture_output=True, text=True,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads(proc.stdout)
+    assert summary["threshold"] == 0.85
+    assert (summary["n_over_sensitive"], summary["n_under_sensitive"]) == (1, 3)  # see the per-system test
+    assert {r["threshold"] for r in audit_rows(copy, LABELER).values()} == {0.5}
+    runs = list((tmp_path / "dagster_home").rglob("*"))
+    assert runs, "the rebuild is recorded in the Dagster instance"
