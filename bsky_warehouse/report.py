@@ -30,6 +30,8 @@ from matplotlib import dates as mdates
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
+from bsky_warehouse.assets.topics import current_version
+
 # Rendering only to files, never to a screen (Figure objects draw with Agg regardless; this pins any pyplot use).
 matplotlib.use("Agg")
 
@@ -121,12 +123,9 @@ def load_report_data(
     audit = None
     if _table_exists(con, "marts", "audit_by_topic"):
         where, params = "", {}
-        if _table_exists(con, "main", "topic_models"):
-            current = con.execute(
-                "SELECT topic_model_version FROM topic_models ORDER BY fitted_at DESC, topic_model_version LIMIT 1"
-            ).fetchall()
-            if current:
-                where, params = "WHERE topic_model_version = $version", {"version": current[0][0]}
+        current = current_version(con) if _table_exists(con, "main", "topic_models") else None
+        if current:
+            where, params = "WHERE topic_model_version = $version", {"version": current}
         audit = con.execute(AUDIT_SQL.format(where=where), params).df()
     else:
         notes["audit"] = (
