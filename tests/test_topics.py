@@ -512,13 +512,6 @@ def materialized(instance: DagsterInstance, run_id: str, asset: str) -> list[dic
     return out
 
 
-def failure_messages(instance: DagsterInstance, run_id: str) -> list[str]:
-    return [
-        entry.dagster_event.step_failure_data.error.to_string()
-        for entry in instance.all_logs(run_id, of_type=DagsterEventType.STEP_FAILURE)
-    ]
-
-
 def snapshot(db: str) -> dict[str, Any]:
     con = duckdb.connect(db, read_only=True)
     try:
@@ -568,7 +561,7 @@ def sample_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
             "result": result,
             "embeddings_meta": materialized(instance, result["run_id"], "post_embeddings"),
             "topics_meta": materialized(instance, result["run_id"], "post_topics"),
-            "failures": failure_messages(instance, result["run_id"]),
+            "failures": result["failures"],
             "snapshot": snapshot(db),
         }
 
