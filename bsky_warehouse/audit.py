@@ -17,6 +17,8 @@ from typing import Any
 
 import duckdb
 
+from bsky_warehouse.resources.warehouse import table_exists
+
 EXAMPLE_TEXT_CHARS = 200
 OVER = "over_sensitive"
 UNDER = "under_sensitive"
@@ -176,18 +178,9 @@ def render_markdown(audit: Audit, top: int = 5) -> str:
 # Reading the marts -----------------------------------------------------------------------------------------
 
 
-def _mart_exists(con: duckdb.DuckDBPyConnection, name: str) -> bool:
-    return bool(
-        con.execute(
-            "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'marts' AND table_name = $name",
-            {"name": name},
-        ).fetchall()[0][0]
-    )
-
-
 def audited(con: duckdb.DuckDBPyConnection) -> list[tuple[str, str, str]]:
     """The (system, rater, task) combinations marts.audit_by_topic holds."""
-    if not _mart_exists(con, "audit_by_topic"):
+    if not table_exists(con, "marts", "audit_by_topic"):
         return []
     return con.execute("SELECT DISTINCT system, rater, task FROM marts.audit_by_topic ORDER BY ALL").fetchall()
 
@@ -229,7 +222,7 @@ def load_audit(
 ) -> Audit:
     """One audit from the marts: every topic's row, and example posts for the topics a report shows."""
     for mart in ("audit_by_topic", "audit_judged_posts"):
-        if not _mart_exists(con, mart):
+        if not table_exists(con, "marts", mart):
             raise AuditError(
                 f"marts.{mart} is not built: import judgements (bsky-warehouse import judgements), materialize "
                 "post_embeddings and post_topics, then the dbt audit models (or run `make demo`)"

@@ -26,6 +26,7 @@ from bsky_warehouse.checkpoint import Checkpoint, not_retryable_sql
 from bsky_warehouse.events import parse_event
 from bsky_warehouse.records import PostText, Scorer
 from bsky_warehouse.resources.appview import AppViewClient, item_to_event
+from bsky_warehouse.resources.warehouse import transaction
 
 # Replies included: a scanner of toxic accounts that skipped replies would miss most of what it looks for.
 DEFAULT_FILTER = "posts_with_replies"
@@ -131,8 +132,7 @@ def load_scan(con: duckdb.DuckDBPyConnection, scan: Scan, scanned_at: datetime) 
     stats = scan.stats
     did = {"did": scan.author_did}
     params = {**did, "key": scan.scan_key, "handle": scan.author_handle, "at": scanned_at}
-    con.execute("BEGIN TRANSACTION")
-    try:
+    with transaction(con):
         con.execute(
             "CREATE OR REPLACE TEMP TABLE scan_spool AS SELECT * FROM read_json($path, format = 'newline_delimited', "
             "columns = $columns)",
@@ -176,10 +176,6 @@ def load_scan(con: duckdb.DuckDBPyConnection, scan: Scan, scanned_at: datetime) 
              "reposts": stats.reposts_skipped, "requests": stats.requests},
         )  # fmt: skip
         con.execute("DROP TABLE scan_spool")
-        con.execute("COMMIT")
-    except BaseException:
-        con.execute("ROLLBACK")
-        raise
     scan.spool.unlink(missing_ok=True)
     return stats
 
@@ -261,8 +257,7 @@ def merge_author_scores(
         return
     import pandas as pd
 
-    con.execute("BEGIN TRANSACTION")
-    try:
+    with transaction(con):
         con.register("author_score_frame", pd.DataFrame.from_records(list(rows)))
         con.execute(
             """DELETE FROM author_toxicity_scores WHERE scorer = $scorer
@@ -276,10 +271,6 @@ def merge_author_scores(
             {"did": did},
         )
         con.unregister("author_score_frame")
-        con.execute("COMMIT")
-    except BaseException:
-        con.execute("ROLLBACK")
-        raise
 
 
 def scan_summary(scan: Scan, stats: ScanStats) -> dict[str, Any]:

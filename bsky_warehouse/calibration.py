@@ -36,6 +36,8 @@ from sklearn.model_selection import KFold, StratifiedKFold
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import SplineTransformer, StandardScaler
 
+from bsky_warehouse.resources.warehouse import transaction
+
 MIN_JUDGEMENTS = 40
 FOLDS = 5
 SEED = 0
@@ -450,22 +452,18 @@ def write_calibration(
     projected = next(r for r in rows if r["projected"])
     con.register("calibration_frame", pd.DataFrame.from_records(rows))
     con.register("prediction_frame", predictions)
-    con.execute("BEGIN")
     try:
-        for table in ("rater_calibrations", "calibrated_predictions"):
-            con.execute(f"DELETE FROM {table} WHERE rater = $rater AND task = $task AND system = $system", key)
-        con.execute("INSERT INTO rater_calibrations BY NAME SELECT * FROM calibration_frame")
-        con.execute(
-            """INSERT INTO calibrated_predictions BY NAME
-               SELECT uri, $rater AS rater, $task AS task, $system AS system, $version AS model_version,
-                      prediction, prediction >= $threshold AS flagged, partition_date::DATE AS partition_date
-               FROM prediction_frame""",
-            {**key, "version": projected["model_version"], "threshold": FLAG_THRESHOLD},
-        )
-        con.execute("COMMIT")
-    except BaseException:
-        con.execute("ROLLBACK")
-        raise
+        with transaction(con):
+            for table in ("rater_calibrations", "calibrated_predictions"):
+                con.execute(f"DELETE FROM {table} WHERE rater = $rater AND task = $task AND system = $system", key)
+            con.execute("INSERT INTO rater_calibrations BY NAME SELECT * FROM calibration_frame")
+            con.execute(
+                """INSERT INTO calibrated_predictions BY NAME
+                   SELECT uri, $rater AS rater, $task AS task, $system AS system, $version AS model_version,
+                          prediction, prediction >= $threshold AS flagged, partition_date::DATE AS partition_date
+                   FROM prediction_frame""",
+                {**key, "version": projected["model_version"], "threshold": FLAG_THRESHOLD},
+            )
     finally:
         con.unregister("calibration_frame")
         con.unregister("prediction_frame")

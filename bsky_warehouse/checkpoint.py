@@ -18,6 +18,8 @@ from typing import Any
 
 import duckdb
 
+from bsky_warehouse.resources.warehouse import transaction
+
 FSYNC_EVERY = 64
 
 
@@ -104,8 +106,7 @@ def merge_partition(
     """
     where = " AND ".join(f"{column} = ${column}" for column in producer)
     params: dict[str, Any] = {**producer, "day": day}
-    con.execute("BEGIN TRANSACTION")
-    try:
+    with transaction(con):
         if rows:
             import pandas as pd
 
@@ -125,10 +126,6 @@ def merge_partition(
             f"DELETE FROM {table} WHERE {where} AND partition_date = $day AND uri NOT IN ({keep_uris_sql})",
             params,
         )
-        con.execute("COMMIT")
-    except BaseException:
-        con.execute("ROLLBACK")
-        raise
     return con.execute(f"SELECT count(*) FROM {table} WHERE {where} AND partition_date = $day", params).fetchall()[0][0]
 
 

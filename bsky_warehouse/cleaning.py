@@ -13,6 +13,7 @@ from typing import Any
 
 import duckdb
 
+from bsky_warehouse.resources.warehouse import transaction
 from bsky_warehouse.schema import POST_DERIVED_TABLES
 
 # Order matters: the first matching rule is the recorded reason.
@@ -69,8 +70,7 @@ class CleanStats:
 def clean_day(con: duckdb.DuckDBPyConnection, day: date, rules: FilterRules) -> CleanStats:
     """Replace `cleaned_posts` for `day` in one transaction and report where every raw post went."""
     key = {"day": day}
-    con.execute("BEGIN TRANSACTION")
-    try:
+    with transaction(con):
         con.execute("DELETE FROM cleaned_posts WHERE partition_date = $day", key)
         # One row per uri for the day even when several sources delivered it.
         con.execute(
@@ -108,10 +108,6 @@ def clean_day(con: duckdb.DuckDBPyConnection, day: date, rules: FilterRules) -> 
                 WHERE NOT is_deleted AND NOT is_duplicate""",
             rules.params(),
         )
-        con.execute("COMMIT")
-    except BaseException:
-        con.execute("ROLLBACK")
-        raise
     candidates, duplicates, deleted = con.execute(
         """SELECT count(*), count(*) FILTER (WHERE is_duplicate AND NOT is_deleted), count(*) FILTER (WHERE is_deleted)
            FROM clean_candidates"""

@@ -18,6 +18,7 @@ import pandas as pd
 
 from bsky_warehouse.events import parse_event
 from bsky_warehouse.resources.appview import FeedItem, InvalidItem, item_to_event
+from bsky_warehouse.resources.warehouse import transaction
 
 # The researchers' "most liked" sync followed these: Bluesky's catch-up feed and What's Hot.
 DEFAULT_FEEDS = (
@@ -80,8 +81,7 @@ def write_snapshot(
         stats.rejected[reject["reason"]] = stats.rejected.get(reject["reason"], 0) + 1
     stats.posts = len(posts)
     stats.days = {row["partition_date"] for row in posts.values()}
-    con.execute("BEGIN TRANSACTION")
-    try:
+    with transaction(con):
         _insert(con, "feed_snapshots", snapshot_rows)
         if posts:
             con.register("feed_uris", pd.DataFrame({"uri": list(posts)}))
@@ -93,8 +93,4 @@ def write_snapshot(
             {"feed": feed_uri, "day": day},
         )
         _insert(con, "rejected_records", [{**r, "source": "feed", "ingested_at": snapshot_at} for r in rejects])
-        con.execute("COMMIT")
-    except BaseException:
-        con.execute("ROLLBACK")
-        raise
     return stats

@@ -17,6 +17,7 @@ import duckdb
 import pandas as pd
 
 from bsky_warehouse.events import Outcome, printable_raw
+from bsky_warehouse.resources.warehouse import transaction
 from bsky_warehouse.schema import POST_DERIVED_TABLES
 
 CHUNK = 50_000
@@ -126,8 +127,7 @@ def replace_day(
     now = now or datetime.now(UTC)
     key = {"day": day, "source": source}
     params = {**key, "now": now}
-    con.execute("BEGIN TRANSACTION")
-    try:
+    with transaction(con):
         con.execute("DELETE FROM raw_posts WHERE partition_date = $day AND source = $source", key)
         con.execute(
             """INSERT INTO raw_posts BY NAME
@@ -161,10 +161,6 @@ def replace_day(
             purged += con.execute(f"DELETE FROM {table} WHERE uri IN (SELECT uri FROM stage_deletions)").fetchall()[0][
                 0
             ]
-        con.execute("COMMIT")
-    except BaseException:
-        con.execute("ROLLBACK")
-        raise
     counts = con.execute(
         "SELECT count(*), (SELECT count(DISTINCT uri) FROM stage_deletions) FROM raw_posts "
         "WHERE partition_date = $day AND source = $source",

@@ -44,6 +44,7 @@ from bsky_warehouse.label_files import (
     normalize_uri,
     pick_column,
 )
+from bsky_warehouse.resources.warehouse import transaction
 
 TASKS = ("toxicity", "sociopolitical", "ideology")
 TOXICITY_MAX = 4
@@ -186,9 +187,7 @@ def parse_judgements(
     return parsed
 
 
-def _judgement(
-    row: SourceRow, task: str, key: str, value: str, handle_to_did: HandleResolver | None
-) -> Judgement:
+def _judgement(row: SourceRow, task: str, key: str, value: str, handle_to_did: HandleResolver | None) -> Judgement:
     if row.error:
         raise RowError(row.error)
     raw_key = row.values.get(key)
@@ -216,8 +215,7 @@ def load_judgements(con: duckdb.DuckDBPyConnection, parsed: ParsedFile, now: dat
         (j.uri, parsed.rater, parsed.task, j.value, j.label, parsed.path, j.line_no, now) for j in parsed.judgements
     ]
     rejects = [(REJECT_SOURCE, _raw(parsed, r), r.reason, parsed.path, r.line_no, now) for r in parsed.rejections]
-    con.execute("BEGIN")
-    try:
+    with transaction(con):
         con.execute("CREATE OR REPLACE TEMP TABLE judgement_stage AS SELECT * FROM human_judgements LIMIT 0")
         if judgements:
             con.executemany("INSERT INTO judgement_stage VALUES (?, ?, ?, ?, ?, ?, ?, ?)", judgements)
@@ -245,10 +243,6 @@ def load_judgements(con: duckdb.DuckDBPyConnection, parsed: ParsedFile, now: dat
                 rejects,
             )
         con.execute("DROP TABLE judgement_stage")
-        con.execute("COMMIT")
-    except BaseException:
-        con.execute("ROLLBACK")
-        raise
     return {
         "file": parsed.path,
         "rater": parsed.rater,

@@ -31,6 +31,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from bsky_warehouse.assets.topics import current_version
+from bsky_warehouse.resources.warehouse import table_exists
 
 # Rendering only to files, never to a screen (Figure objects draw with Agg regardless; this pins any pyplot use).
 matplotlib.use("Agg")
@@ -63,15 +64,6 @@ class ReportData:
     by_ideology: pd.DataFrame
     audit: pd.DataFrame | None
     notes: dict[str, str] = field(default_factory=dict)
-
-
-def _table_exists(con: duckdb.DuckDBPyConnection, schema: str, table: str) -> bool:
-    return bool(
-        con.execute(
-            "SELECT count(*) FROM information_schema.tables WHERE table_schema = $s AND table_name = $t",
-            {"s": schema, "t": table},
-        ).fetchall()[0][0]
-    )
 
 
 TOXICITY_SQL = """
@@ -115,15 +107,15 @@ def load_report_data(
         ("sociopolitical", "daily_sociopolitical_summary", SOCIOPOLITICAL_SQL),
         ("by_ideology", "toxicity_by_ideology", BY_IDEOLOGY_SQL),
     ):
-        if _table_exists(con, "marts", mart):
+        if table_exists(con, "marts", mart):
             frames[name] = con.execute(sql, window).df()
         else:
             frames[name] = pd.DataFrame()
             notes[name] = f"marts.{mart} is not in the warehouse yet (run the dbt marts)."
     audit = None
-    if _table_exists(con, "marts", "audit_by_topic"):
+    if table_exists(con, "marts", "audit_by_topic"):
         where, params = "", {}
-        current = current_version(con) if _table_exists(con, "main", "topic_models") else None
+        current = current_version(con) if table_exists(con, "main", "topic_models") else None
         if current:
             where, params = "WHERE topic_model_version = $version", {"version": current}
         audit = con.execute(AUDIT_SQL.format(where=where), params).df()

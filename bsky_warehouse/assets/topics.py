@@ -23,7 +23,7 @@ from pydantic import Field
 
 from bsky_warehouse.checkpoint import ELIGIBLE_SQL
 from bsky_warehouse.partitions import DayWindow, daily_partitions
-from bsky_warehouse.resources.warehouse import WarehouseResource
+from bsky_warehouse.resources.warehouse import WarehouseResource, transaction
 from bsky_warehouse.schema import EMBEDDING_DIM
 from bsky_warehouse.topics import Topic, TopicModel, TopicParams, fit_topic_model
 
@@ -149,8 +149,7 @@ def draw_sample(
 
 def store_topic_model(con: duckdb.DuckDBPyConnection, model: TopicModel, fitted_at: datetime) -> bool:
     """Insert the model's topics, or (same version fitted again) mark it fitted now; True if inserted."""
-    con.execute("BEGIN TRANSACTION")
-    try:
+    with transaction(con):
         exists = con.execute(
             "SELECT count(*) FROM topic_models WHERE topic_model_version = $v", {"v": model.version}
         ).fetchall()[0][0]
@@ -174,10 +173,6 @@ def store_topic_model(con: duckdb.DuckDBPyConnection, model: TopicModel, fitted_
             frame["params"] = json.dumps(model.params, sort_keys=True)
             frame["fitted_at"] = fitted_at
             _insert(con, "topic_models", frame)
-        con.execute("COMMIT")
-    except BaseException:
-        con.execute("ROLLBACK")
-        raise
     return not exists
 
 
@@ -259,21 +254,15 @@ def assign_day(warehouse: WarehouseResource, model: TopicModel, day: date) -> di
     frame["topic_model_version"] = model.version
     frame["assigned_at"] = datetime.now(UTC)
     frame["partition_date"] = day
-    with warehouse.connect() as con:
-        con.execute("BEGIN TRANSACTION")
-        try:
-            # The day's rows, and any row of these uris filed under another day: one row per (uri, version).
-            con.execute(
-                """DELETE FROM post_topics WHERE topic_model_version = $v
+    with warehouse.connect() as con, transaction(con):
+        # The day's rows, and any row of these uris filed under another day: one row per (uri, version).
+        con.execute(
+            """DELETE FROM post_topics WHERE topic_model_version = $v
                    AND (partition_date = $day OR uri IN (SELECT uri FROM cleaned_posts WHERE partition_date = $day))""",
-                {"v": model.version, "day": day},
-            )
-            if len(frame):
-                _insert(con, "post_topics", frame)
-            con.execute("COMMIT")
-        except BaseException:
-            con.execute("ROLLBACK")
-            raise
+            {"v": model.version, "day": day},
+        )
+        if len(frame):
+            _insert(con, "post_topics", frame)
     return {
         "assigned": len(frame),
         "without_embedding": int(eligible) - len(frame),

@@ -32,6 +32,29 @@ def default_db_path() -> str:
     return os.environ.get(DB_ENV, DEFAULT_DB)
 
 
+@contextmanager
+def transaction(con: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConnection]:
+    """One DuckDB transaction: committed when the block ends, rolled back on any exception, so a replacement
+    (delete the old rows, insert the new) is all or nothing."""
+    con.execute("BEGIN TRANSACTION")
+    try:
+        yield con
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+
+
+def table_exists(con: duckdb.DuckDBPyConnection, schema: str, table: str) -> bool:
+    """Whether `schema.table` is in the warehouse (dbt marts exist only once dbt has built them)."""
+    return bool(
+        con.execute(
+            "SELECT count(*) FROM information_schema.tables WHERE table_schema = $s AND table_name = $t",
+            {"s": schema, "t": table},
+        ).fetchall()[0][0]
+    )
+
+
 class WarehouseLockTimeout(RuntimeError):
     pass
 
