@@ -10,6 +10,7 @@ import duckdb
 import pytest
 
 from bsky_warehouse.project import REPO_ROOT, SAMPLE_DIR
+from tests.processes import wait_for_all
 
 pytestmark = pytest.mark.integration
 
@@ -40,7 +41,7 @@ def test_parallel_runs_on_one_file_never_hit_the_duckdb_lock(tmp_path):
         )
         for start, end in (("2024-03-10", "2024-03-13"), ("2024-03-13", "2024-03-17"))
     ]
-    outputs = [p.communicate(timeout=300)[0] for p in procs]
+    outputs = wait_for_all(procs)
     for proc, out in zip(procs, outputs, strict=True):
         assert proc.returncode == 0, out[-3000:]
         assert "Could not set lock" not in out

@@ -786,7 +786,7 @@ def test_cli_end_to_end(tmp_path: Path) -> None:
 
     def run(*args: str) -> subprocess.CompletedProcess[str]:
         command = [sys.executable, "-m", "bsky_warehouse.cli", "import", "judgements", str(path), *args]
-        return subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+        return subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=900)
 
     bad = run("--rater", "ann", "--task", "toxicity", "--value-column", "score")
     assert bad.returncode == 2, bad.stderr

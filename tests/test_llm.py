@@ -37,7 +37,7 @@ from bsky_warehouse.resources.llm import (
 )
 from tests.servers.openai_server import OpenAIServer, extract_posts
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = pytest.mark.timeout(300)  # a hang guard for the async client, generous for a busy machine
 
 
 def post(i: int, text: str) -> PostText:
@@ -275,7 +275,7 @@ def test_5xx_and_dropped_connections_are_retried() -> None:
 def test_timeout_is_retried() -> None:
     posts = [post(1, "@@slowx1 vote"), post(2, "vote")]
     faults_server = OpenAIServer()
-    faults_server.faults.slow_s = 1.5
+    faults_server.faults.slow_s = 60.0
     with faults_server as server:
         started = time.monotonic()
         results, stats = run_label(resource(server, timeout_s=0.3), posts)
@@ -283,7 +283,7 @@ def test_timeout_is_retried() -> None:
         counts = server.counts
     assert all(r.status == "ok" for r in results.values())
     assert stats.timeouts == 1 and counts[posts[0].text] == 2
-    assert elapsed < 1.5
+    assert elapsed < 30  # cut at the 0.3 s client timeout and retried, never waited out (60 s)
 
 
 def test_concurrency_is_bounded_and_used() -> None:

@@ -14,6 +14,7 @@ from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
 from bsky_warehouse.partitions import DayWindow
 from bsky_warehouse.pipeline import run_window
 from bsky_warehouse.project import REPO_ROOT, SAMPLE_DIR
+from tests.processes import wait_for_all
 
 pytestmark = pytest.mark.integration
 ASSETS = ["raw_posts", "post_deletions", "rejected_records", "cleaned_posts", "toxicity_scores", "stg_raw_posts",
@@ -66,7 +67,7 @@ def test_concurrent_multiprocess_runs_all_succeed_and_equal_a_sequential_run(tmp
         )
         for start, end in RANGES
     ]
-    outputs = [p.communicate(timeout=400)[0] for p in procs]
+    outputs = wait_for_all(procs)
     for proc, out in zip(procs, outputs, strict=True):
         assert proc.returncode == 0, out[-4000:]
         assert "Could not set lock" not in out

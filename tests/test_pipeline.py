@@ -96,7 +96,7 @@ def test_definitions_validate():
         cwd=REPO_ROOT,
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=900,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
