@@ -62,4 +62,3 @@ def wait_for_all(procs: Sequence[subprocess.Popen[str]], quiet_s: float = QUIET_
         for thread in threads:
             thread.join(timeout=30)
     return [r.output for r in readers]
-
