@@ -476,6 +476,36 @@ def cmd_scan_author(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_status(args: argparse.Namespace) -> int:
+    """Last good day per daily table, days missing from the last N, open incidents, failed checks; exit 1 when
+    anything needs attention, 2 when there is no warehouse."""
+    from datetime import UTC, datetime
+
+    from bsky_warehouse.partitions import partition_start_date
+    from bsky_warehouse.resources.warehouse import WarehouseNotFound
+    from bsky_warehouse.status import failed_checks, format_status, warehouse_status
+
+    try:
+        as_of = date.fromisoformat(args.as_of) if args.as_of else datetime.now(UTC).date() - timedelta(days=1)
+    except ValueError:
+        print(f"error: --as-of {args.as_of!r} is not a date (YYYY-MM-DD)", file=sys.stderr)
+        return 2
+    try:
+        with _warehouse().read_only() as con:
+            status = warehouse_status(con, as_of, args.days, partition_start_date())
+    except (WarehouseNotFound, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    if os.environ.get("DAGSTER_HOME"):
+        from bsky_warehouse.definitions import defs
+
+        check_keys = list(defs.resolve_asset_graph().asset_check_keys)
+        status.failed_checks = failed_checks(_instance(), check_keys)
+        status.checks_known = True
+    print(json.dumps(status.as_dict()) if args.json else format_status(status))
+    return 0 if status.healthy else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bsky-warehouse", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -574,6 +604,12 @@ def build_parser() -> argparse.ArgumentParser:
     cal.add_argument("--embedding-model", help="which post_embeddings model (default: the only one)")
     cal.add_argument("--json", action="store_true")
     cal.set_defaults(func=cmd_calibrate)
+
+    status = sub.add_parser("status", help="last good day per table, missing days, open incidents, failed checks")
+    status.add_argument("--as-of", help="the last day that should be complete (default: yesterday, UTC)")
+    status.add_argument("--days", type=int, default=30, help="how many days back to look for gaps (default 30)")
+    status.add_argument("--json", action="store_true", help="print the report as JSON")
+    status.set_defaults(func=cmd_status)
     return parser
 
 

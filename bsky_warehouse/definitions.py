@@ -26,6 +26,12 @@ from bsky_warehouse.assets.feeds import (
 )
 from bsky_warehouse.assets.ingest import archive_ingest
 from bsky_warehouse.assets.llm_labels import llm_labels
+from bsky_warehouse.assets.operations import (
+    freshness_checks,
+    freshness_sensor,
+    record_failed_runs,
+    resolve_incidents_on_success,
+)
 from bsky_warehouse.assets.report import daily_report
 from bsky_warehouse.assets.topics import post_embeddings, post_topics
 from bsky_warehouse.assets.toxicity import toxicity_scores
@@ -46,8 +52,16 @@ PYTHON_TABLES = {key.to_user_string() for a in ASSETS if a not in (dbt_models, d
 
 # Author scans have their own partitions (one per account) and their own job.
 # A calibration is asked for by a rater (run config names who), so it has its own job too.
+# Feed snapshots are partitioned by the day they are taken (today included) and run from their own sensor.
+# Freshness checks are evaluated by their own sensor against the clock, never as a step of a run.
+freshness_selection = AssetSelection.checks(*freshness_checks)
 warehouse_job = define_asset_job(
-    "warehouse_daily", selection=AssetSelection.all() - author_selection - calibration_selection
+    "warehouse_daily",
+    selection=AssetSelection.all()
+    - author_selection
+    - calibration_selection
+    - AssetSelection.assets(feed_snapshots)
+    - freshness_selection,
 )
 # What the daily schedule runs: everything that needs no extra configuration (labels need an LLM; feed
 # snapshots have their own sensor).
@@ -56,7 +70,8 @@ scheduled_job = define_asset_job(
     selection=AssetSelection.all()
     - author_selection
     - calibration_selection
-    - AssetSelection.assets("llm_labels", "feed_snapshots"),
+    - AssetSelection.assets("llm_labels", "feed_snapshots")
+    - freshness_selection,
 )
 daily_schedule = build_schedule_from_partitioned_job(
     scheduled_job, hour_of_day=2, default_status=DefaultScheduleStatus.STOPPED
@@ -100,10 +115,16 @@ def build_definitions(**overrides: Any) -> Definitions:
     """Definitions with overridable resources (tests point them at temporary files and local servers)."""
     return Definitions(
         assets=[*ASSETS, human_judgements],
-        asset_checks=build_asset_checks(PYTHON_TABLES),
+        asset_checks=[*build_asset_checks(PYTHON_TABLES), *freshness_checks],
         jobs=[warehouse_job, scheduled_job, feed_job, feed_followup_job, author_scan_job, calibration_job],
         schedules=[daily_schedule],
-        sensors=[feed_snapshot_sensor, feed_followup_sensor],
+        sensors=[
+            feed_snapshot_sensor,
+            feed_followup_sensor,
+            freshness_sensor,
+            record_failed_runs,
+            resolve_incidents_on_success,
+        ],
         resources={**default_resources(), **overrides},
     )
 

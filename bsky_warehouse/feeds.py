@@ -30,7 +30,8 @@ DEFAULT_FEEDS = (
 @dataclass
 class SnapshotStats:
     items: int = 0
-    posts: int = 0
+    # Distinct posts: a feed can list a post twice, and a post in two feeds is one post (the caller unions these).
+    post_uris: set[str] = field(default_factory=set)
     rejected: dict[str, int] = field(default_factory=dict)
     days: set[date] = field(default_factory=set)  # the partitions the posts landed in (their createdAt day)
 
@@ -79,7 +80,7 @@ def write_snapshot(
                         "line_no": bad.rank, "partition_date": day})  # fmt: skip
     for reject in rejects:
         stats.rejected[reject["reason"]] = stats.rejected.get(reject["reason"], 0) + 1
-    stats.posts = len(posts)
+    stats.post_uris = set(posts)
     stats.days = {row["partition_date"] for row in posts.values()}
     with transaction(con):
         _insert(con, "feed_snapshots", snapshot_rows)

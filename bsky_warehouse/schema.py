@@ -206,6 +206,19 @@ TABLES: dict[str, str] = {
             flagged BOOLEAN NOT NULL,
             partition_date DATE NOT NULL
         )""",
+    # Operations (#16, incidents.py): one row per failed step of a failed run, closed by a later success.
+    "pipeline_incidents": """
+        CREATE TABLE IF NOT EXISTS pipeline_incidents (
+            run_id VARCHAR NOT NULL,
+            job_name VARCHAR NOT NULL,
+            range_start DATE,
+            range_end DATE,
+            step_key VARCHAR,
+            error VARCHAR NOT NULL,
+            failed_at TIMESTAMPTZ NOT NULL,
+            resolved_by_run_id VARCHAR,
+            resolved_at TIMESTAMPTZ
+        )""",
 }
 
 # Tables whose rows describe a post by uri and must disappear with it (deletes, cross-partition duplicates).

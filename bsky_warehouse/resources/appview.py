@@ -173,6 +173,8 @@ class AppViewClient:
         self.max_ratelimit_wait_s = max_ratelimit_wait_s
         self.on_invalid = on_invalid
         self.invalid: list[InvalidItem] = []
+        # Subjects (feed, actor) whose paging stopped at `max_pages` while the server still offered a cursor.
+        self.truncated: set[str] = set()
         self.skipped_reposts = 0
         self.requests = 0
         self._sleep = sleep
@@ -259,7 +261,8 @@ class AppViewClient:
     def _pages(
         self, nsid: str, params: dict[str, Any], subject: str, limit: int, max_pages: int | None
     ) -> Iterator[tuple[int, Any]]:
-        """Every raw item of every page, with its position; stops when the cursor ends or repeats."""
+        """Every raw item of every page, with its position; stops when the cursor ends or repeats, or after
+        `max_pages` (then `subject` is recorded in `truncated`: the caller must not mistake it for the end)."""
         if not 1 <= limit <= MAX_LIMIT:
             raise ValueError(f"limit must be within 1..{MAX_LIMIT}")
         cursor: str | None = None
@@ -279,6 +282,7 @@ class AppViewClient:
             if not feed or not isinstance(cursor, str) or not cursor or cursor in seen_cursors:
                 return
             seen_cursors.add(cursor)
+        self.truncated.add(subject)
 
     def get_feed(self, feed_uri: str, limit: int = MAX_LIMIT, max_pages: int | None = None) -> Iterator[FeedItem]:
         """The posts of a feed generator (`app.bsky.feed.getFeed`), in the feed's order."""

@@ -59,6 +59,10 @@ class WarehouseLockTimeout(RuntimeError):
     pass
 
 
+class WarehouseNotFound(FileNotFoundError):
+    """A command that only reads was pointed at a warehouse file that does not exist."""
+
+
 _local = threading.local()
 
 
@@ -128,6 +132,21 @@ class WarehouseResource(ConfigurableResource):
         """Take the writer's turn without opening the file (dbt opens it itself)."""
         with exclusive_lock(self.lock_path, self.lock_timeout_s):
             yield
+
+    @contextmanager
+    def read_only(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """Open an existing warehouse for reading, under the lock; a missing file is an error, never created."""
+        if not self.db_path.is_file():
+            raise WarehouseNotFound(
+                f"no warehouse at {self.db_path}: set {DB_ENV} to your DuckDB file, or run `make demo` to build one"
+            )
+        with self.lock():
+            con = duckdb.connect(str(self.db_path), read_only=True)
+            try:
+                con.execute("SET TimeZone = 'UTC'")
+                yield con
+            finally:
+                con.close()
 
     @contextmanager
     def connect(self) -> Iterator[duckdb.DuckDBPyConnection]:

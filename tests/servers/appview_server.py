@@ -101,7 +101,10 @@ class AppViewServer(LocalHTTPServer):
         author_feeds: dict[str, list[Any]] | None = None,
         handles: dict[str, str] | None = None,
         faults: dict[int, Fault] | None = None,
+        page_size: int | None = None,
     ) -> None:
+        # Feed generators may serve fewer items than the `limit` asked for (with a cursor for the rest).
+        self.page_size = page_size
         self.feeds = feeds or {}
         self.author_feeds = author_feeds or {}
         self.handles = handles or {}
@@ -172,6 +175,8 @@ class AppViewServer(LocalHTTPServer):
             return 400, {"error": "InvalidRequest", "message": "Error: limit must be an integer"}
         if not 1 <= limit <= 100:
             return 400, {"error": "InvalidRequest", "message": "Error: limit must be <= 100"}
+        if self.page_size is not None:
+            limit = min(limit, self.page_size)
         cursor = query.get("cursor")
         start = int(cursor.removeprefix("off:")) if cursor else 0
         page = items[start : start + limit]
