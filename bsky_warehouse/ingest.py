@@ -16,6 +16,7 @@ from typing import Any
 import duckdb
 import pandas as pd
 
+from bsky_warehouse.cross_day import record_deletion_changes
 from bsky_warehouse.events import Outcome, printable_raw
 from bsky_warehouse.resources.warehouse import transaction
 from bsky_warehouse.schema import POST_DERIVED_TABLES
@@ -30,11 +31,15 @@ POST_FIELDS = (
 @dataclass
 class IngestStats:
     """Every line read for the day, accounted for: `lines` are the day's own, `undated` the lines with no
-    readable time (seen by every day's run, counted here but owned by none)."""
+    readable time and the file-level faults (seen by every day's run, counted here but owned by none).
+    `rejected` and `ignored` count both; `undated_rejected` is the undated share of `rejected`, so a run over
+    several days can count those once."""
 
     lines: int = 0
     undated: int = 0
     by_kind: Counter[str] = field(default_factory=Counter)
+    undated_by_kind: Counter[str] = field(default_factory=Counter)
+    undated_rejected: Counter[str] = field(default_factory=Counter)
     post_events: int = 0
     posts: int = 0
     duplicate_events: int = 0
@@ -48,6 +53,7 @@ class IngestStats:
             "lines_read": self.lines,
             "undated_lines": self.undated,
             "lines_by_outcome": dict(sorted(self.by_kind.items())),
+            "undated_lines_by_outcome": dict(sorted(self.undated_by_kind.items())),
             "post_events": self.post_events,
             "posts": self.posts,
             "duplicate_or_updated_events": self.duplicate_events,
@@ -87,6 +93,9 @@ def stage_lines(con: duckdb.DuckDBPyConnection, lines: Iterable[tuple[str, int, 
     for file, line_no, raw, outcome in lines:
         if outcome.day is None:
             stats.undated += 1
+            stats.undated_by_kind[outcome.kind] += 1
+            if outcome.kind == "reject":
+                stats.undated_rejected[outcome.reason or "unknown"] += 1
         else:
             stats.lines += 1
             stats.by_kind[outcome.kind] += 1
@@ -128,6 +137,7 @@ def replace_day(
     key = {"day": day, "source": source}
     params = {**key, "now": now}
     with transaction(con):
+        record_deletion_changes(con, day, source)  # other days' marts that these deletes change (cross_day.py)
         con.execute("DELETE FROM raw_posts WHERE partition_date = $day AND source = $source", key)
         con.execute(
             """INSERT INTO raw_posts BY NAME

@@ -1,8 +1,23 @@
+import json
 from datetime import date
 
 import pytest
 
-from bsky_warehouse.events import RecordError, parse_created_at, parse_event, printable_raw
+from bsky_warehouse.events import (
+    EARLIEST_TIME_US,
+    LATEST_TIME_US,
+    RecordError,
+    check_did,
+    check_rkey,
+    check_time_us,
+    decode_line,
+    json_depth,
+    json_text,
+    parse_created_at,
+    parse_event,
+    printable_raw,
+    within_partitions,
+)
 from tests.factories import delete_event, line, post_event, uri
 
 
@@ -133,3 +148,131 @@ def test_printable_raw_keeps_every_byte_visible():
 def test_created_at_parser_names_bad_input():
     with pytest.raises(RecordError, match="invalid_created_at"):
         parse_created_at("2024-13-45T00:00:00Z")
+
+
+@pytest.mark.parametrize(
+    ("created_at", "seen_at"),
+    [("0001-01-01T00:00:00+01:00", "2024-03-10T00:00:00Z"), ("9999-12-31T23:59:59-01:00", "2024-03-10T00:00:00Z")],
+)
+def test_created_at_pushed_past_the_calendar_by_its_offset_is_out_of_range(created_at, seen_at):
+    with pytest.raises(RecordError, match="created_at_out_of_range"):
+        parse_created_at(created_at)
+    outcome = parse_event(line(post_event("y", created_at=created_at, seen_at=seen_at)))
+    assert (outcome.kind, outcome.reason, outcome.day) == ("reject", "created_at_out_of_range", date(2024, 3, 10))
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [(0, "time_us_not_positive"), (-1, "time_us_not_positive"), (10**18, "time_us_out_of_range"),
+     (EARLIEST_TIME_US - 1, "time_us_out_of_range"), (LATEST_TIME_US, "time_us_out_of_range")],
+)  # fmt: skip
+def test_implausible_time_us_is_named_and_leaves_the_line_undated(value, reason):
+    with pytest.raises(RecordError, match=reason):
+        check_time_us(value)
+    for event in (post_event("t"), delete_event("t", seen_at="2024-03-10T00:00:00Z")):
+        event["time_us"] = value
+        outcome = parse_event(line(event))
+        assert (outcome.kind, outcome.reason, outcome.day) == ("reject", reason, None)
+
+
+def test_time_us_bounds_are_inclusive_below_and_exclusive_above():
+    assert check_time_us(EARLIEST_TIME_US) == EARLIEST_TIME_US
+    assert check_time_us(LATEST_TIME_US - 1) == LATEST_TIME_US - 1
+
+
+@pytest.mark.parametrize(
+    "did", ["did:plc:z72i7hdynmk6r22z27h6tvur", "did:web:example.com", "did:web:localhost%3A8080", "did:x:a:b-c_d.e"]
+)
+def test_valid_dids_pass(did):
+    assert check_did(did) == did
+
+
+@pytest.mark.parametrize(
+    "did",
+    ["did:plc:has space", "did:plc:", "did:plc:abc:", "did:plc:abc%", "did:PLC:abc", "did::abc", "plc:abc",
+     "did:plc:abc\n", "did:plc:" + "a" * 2041, "did:plc:ab/c", "did:plc:ab#c"],
+)  # fmt: skip
+def test_dids_outside_atproto_syntax_are_invalid(did):
+    with pytest.raises(RecordError, match="invalid_did"):
+        check_did(did)
+    assert parse_event(_mutate("did", did)).reason == "invalid_did"
+
+
+@pytest.mark.parametrize("rkey", ["3kabcdefghij2", "self", "a.b", "a:b~c_d-e", "...", "k" * 512])
+def test_valid_record_keys_pass(rkey):
+    assert check_rkey(rkey) == rkey
+
+
+@pytest.mark.parametrize("rkey", ["", ".", "..", "a/b", 'a"b', "a'b", "a b", "a#b", "k" * 513, "a\n"])
+def test_record_keys_outside_atproto_syntax_are_invalid(rkey):
+    with pytest.raises(RecordError, match="invalid_rkey"):
+        check_rkey(rkey)
+    assert parse_event(_mutate("commit.rkey", rkey)).reason == "invalid_rkey"
+
+
+def test_json_depth_counts_containers_and_stops_early():
+    assert json_depth(5, 10) == 0
+    assert json_depth([], 10) == 1
+    assert json_depth({"a": [{"b": 1}]}, 10) == 3
+    assert json_depth(json.loads("[" * 900 + "]" * 900), 64) == 65  # stops one past the limit
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [(json.loads("[" * 65 + "]" * 65), "too_deep:f"), ([float("inf")], "invalid_number:f"),
+     ({"x": float("nan")}, "invalid_number:f"), (["\udc80"], "invalid_unicode:f")],
+)  # fmt: skip
+def test_json_text_refuses_what_a_json_column_cannot_hold(value, reason):
+    with pytest.raises(RecordError, match=reason):
+        json_text(value, "f")
+
+
+def test_json_text_keeps_the_serialization_of_valid_values():
+    value = [{"features": [{"$type": "app.bsky.richtext.facet#tag", "tag": "café"}], "n": 10**30}]
+    assert json_text(value, "f") == json.dumps(value, ensure_ascii=False)
+    assert json_text(json.loads("[" * 64 + "]" * 64), "f") == "[" * 64 + "]" * 64
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [(b"[" * 10_000 + b"]" * 10_000, "json_too_deep"), (b'{"a": NaN}', "invalid_json"),
+     (b'{"a": -Infinity}', "invalid_json"), (b'{"a": 1e400, "b": "\\udc80"}', "invalid_json")],
+)  # fmt: skip
+def test_decode_line_is_held_to_strict_json(raw, reason):
+    with pytest.raises(RecordError, match=reason):
+        decode_line(raw)
+
+
+def test_decode_line_reads_past_a_bom_and_accepts_lone_surrogates_for_the_field_checks():
+    assert decode_line(b'\xef\xbb\xbf{"a": 1}') == {"a": 1}
+    assert decode_line(b'{"a": "\\udc80"}') == {"a": "\udc80"}
+
+
+def test_post_fields_that_would_not_store_are_rejected():
+    event = post_event("e", embed={"$type": {"nested": True}})
+    assert parse_event(line(event)).reason == "wrong_type:record.embed.$type"
+    event = post_event("e")
+    event["commit"]["cid"] = "bafy\x00"
+    assert parse_event(line(event)).reason == "nul_character:commit.cid"
+    deep = line(post_event("e", facets="PH")).replace(b'"PH"', b"[" * 1000 + b"]" * 1000)
+    assert parse_event(deep).reason == "too_deep:record.facets"
+
+
+FIRST = date(2024, 3, 8)
+
+
+def test_within_partitions_rejects_a_post_created_before_the_first_partition_on_its_seen_day():
+    early = parse_event(line(post_event("e", created_at="2024-03-01T00:00:00Z", seen_at="2024-03-10T05:00:00Z")))
+    assert early.kind == "post" and early.day == date(2024, 3, 1)
+    moved = within_partitions(early, FIRST)
+    assert (moved.kind, moved.reason, moved.day) == ("reject", "before_first_partition", date(2024, 3, 10))
+    seen_early = parse_event(line(post_event("e", created_at="2024-03-01T00:00:00Z")))
+    assert within_partitions(seen_early, FIRST).day == FIRST  # seen before the first partition too
+
+
+def test_within_partitions_moves_other_early_lines_to_the_first_partition_and_leaves_the_rest():
+    delete = parse_event(line(delete_event("d", seen_at="2024-03-01T00:00:00Z")))
+    moved = within_partitions(delete, FIRST)
+    assert (moved.kind, moved.day, moved.row) == ("delete", FIRST, delete.row)
+    for outcome in (parse_event(line(post_event("p"))), parse_event(b"{"), parse_event(b"")):
+        assert within_partitions(outcome, FIRST) is outcome

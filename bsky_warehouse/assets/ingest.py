@@ -9,7 +9,7 @@ from dagster import AssetExecutionContext, AssetSpec, BackfillPolicy, Config, Ma
 from pydantic import Field
 
 from bsky_warehouse.ingest import replace_day, stage_lines
-from bsky_warehouse.partitions import DayWindow, daily_partitions
+from bsky_warehouse.partitions import DayWindow, daily_partitions, partition_start_date
 from bsky_warehouse.resources.bluesky import ArchiveSource, read_outcomes
 from bsky_warehouse.resources.jetstream import JetstreamSource
 from bsky_warehouse.resources.warehouse import WarehouseResource
@@ -44,13 +44,14 @@ def archive_ingest(
 ) -> Iterator[MaterializeResult]:
     totals: Counter[str] = Counter()
     rejected: Counter[str] = Counter()
+    undated_rejected: Counter[str] = Counter()  # the same undated lines are seen by every day: count them once
     for day in DayWindow.from_time_window(context.partition_time_window).days():
         if config.source == "jetstream":
             # Replay first (network, no lock held), then load the spool exactly as an archive is loaded.
             spool = warehouse.staging_dir / "jetstream"
             collected = jetstream.replay_day(day, spool)
             context.log.info(f"{day}: replayed {collected.events_written} events ({collected.reconnects} reconnects)")
-            lines = read_outcomes(spool, day)
+            lines = read_outcomes(spool, day, partition_start_date())
         else:
             lines = archive.read_day(day)
         with warehouse.connect() as con:
@@ -60,12 +61,16 @@ def archive_ingest(
             posts=stats.posts, post_events=stats.post_events, duplicates=stats.duplicate_events,
             deletes=stats.deletes, purged=stats.purged_downstream, lines=stats.lines,
         )  # fmt: skip
-        rejected.update(stats.rejected)
+        totals["undated"] = stats.undated
+        rejected.update(stats.rejected - stats.undated_rejected)
+        undated_rejected = stats.undated_rejected
+    rejected.update(undated_rejected)
     yield MaterializeResult(
         asset_key="raw_posts",
         metadata={
             "dagster/row_count": totals["posts"],
             "lines_read": totals["lines"],
+            "undated_lines": totals["undated"],
             "post_events": totals["post_events"],
             "duplicate_or_updated_events": totals["duplicates"],
         },

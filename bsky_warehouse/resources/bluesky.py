@@ -1,56 +1,173 @@
 """Bluesky sources. The archive source reads Jetstream-format JSONL dumps (plain, .gz or .zst).
 
-Each file is streamed line by line, so memory does not grow with the archive; every line is parsed and
-only the outcomes owned by the requested day are handed on.
+Each file is streamed in bounded chunks and split into lines here, so memory does not grow with the archive or
+with one hostile line; every line is parsed and only the outcomes owned by the requested day are handed on.
+A file that cannot be read to its end (unreadable, not a file, truncated, corrupt) keeps the lines read before
+the fault and becomes one rejected record itself, at the line where it broke: a bad file never stops a run.
 """
 
 from __future__ import annotations
 
 import gzip
 import io
-from collections.abc import Iterator
+import os
+import stat
+import zlib
+from collections.abc import Iterable, Iterator
 from datetime import date
 from pathlib import Path
-from typing import IO
 
 import zstandard
 from dagster import ConfigurableResource
 from pydantic import Field
 
-from bsky_warehouse.events import Outcome, parse_event
+from bsky_warehouse.events import Outcome, parse_event, within_partitions
+from bsky_warehouse.partitions import partition_start_date
 
 ARCHIVE_SUFFIXES = (".jsonl", ".json", ".jsonl.gz", ".json.gz", ".jsonl.zst", ".json.zst")
+READ_CHUNK = 1 << 20
+# zstd can expand 4 bytes into a 128 KiB block: feeding it small pieces bounds what one call can allocate.
+ZSTD_INPUT_CHUNK = 1 << 12
+# A post event is a few KiB (text is at most 3000 bytes); a line longer than this is not one, and is not held whole.
+MAX_LINE_BYTES = 4 << 20
+LONG_LINE_KEPT_BYTES = 1 << 16  # how much of an over-long line its rejected record keeps
 
 
-def open_archive(path: Path) -> IO[bytes]:
-    """A binary line stream over a plain, gzip or zstandard file."""
-    if path.name.endswith(".gz"):
-        return gzip.open(path, "rb")
-    if path.name.endswith(".zst"):
-        raw = path.open("rb")
-        return io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(raw, closefd=True))
-    return path.open("rb")
+class FileFault(Exception):
+    """A file that cannot be read (any further): `reason` is the stored reason, `detail` what went wrong."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+def _describe(err: BaseException) -> str:
+    return f"{type(err).__name__}: {err}"
+
+
+def _plain_chunks(fh: io.BufferedIOBase) -> Iterator[bytes]:
+    while chunk := fh.read1(READ_CHUNK):
+        yield chunk
+
+
+def _gzip_chunks(fh: io.BufferedIOBase) -> Iterator[bytes]:
+    """Every member's data; a truncated stream raises EOFError, a bad CRC or header BadGzipFile, as gzip does."""
+    with gzip.GzipFile(fileobj=fh, mode="rb") as gz:
+        while chunk := gz.read1(READ_CHUNK):  # read1: a later fault must not swallow data already read
+            yield chunk
+
+
+def _zstd_chunks(fh: io.BufferedIOBase) -> Iterator[bytes]:
+    """Every frame's data. zstandard's stream readers end quietly at a truncated frame, so frames are decoded here
+    and a frame still open at the end of the file raises EOFError."""
+    decompressor = zstandard.ZstdDecompressor()
+    frame = None
+    while compressed := fh.read(ZSTD_INPUT_CHUNK):
+        while compressed:
+            if frame is None:
+                frame = decompressor.decompressobj()
+            if out := frame.decompress(compressed):
+                yield out
+            compressed, frame = (frame.unused_data, None) if frame.eof else (b"", frame)
+    if frame is not None:
+        raise EOFError("zstd frame ends before its end marker")
+
+
+def archive_chunks(path: Path) -> Iterator[bytes]:
+    """The decompressed bytes of one archive file; any failure to read it is a FileFault naming the reason."""
+    try:
+        if not stat.S_ISREG(path.stat().st_mode):
+            raise FileFault("not_a_regular_file", f"{path.name} is not a regular file")
+        with path.open("rb") as fh:
+            if path.name.endswith(".gz"):
+                yield from _gzip_chunks(fh)
+            elif path.name.endswith(".zst"):
+                yield from _zstd_chunks(fh)
+            else:
+                yield from _plain_chunks(fh)
+    except EOFError as err:
+        raise FileFault("truncated_file", _describe(err)) from err
+    except (gzip.BadGzipFile, zlib.error, zstandard.ZstdError) as err:
+        raise FileFault("corrupt_file", _describe(err)) from err
+    except OSError as err:
+        raise FileFault("unreadable_file", _describe(err)) from err
+
+
+def split_lines(chunks: Iterable[bytes], max_bytes: int = MAX_LINE_BYTES) -> Iterator[tuple[bytes, int]]:
+    """Lines split on `\\n` only (newline dropped; a last line without one still counts), each with its full
+    length. A line longer than `max_bytes` comes cut to its first `max_bytes`: a line running across chunks is
+    never held whole beyond that."""
+    pending = bytearray()  # the start of a line that runs on into the next chunk, at most max_bytes of it
+    pending_len = 0
+    for chunk in chunks:
+        parts = chunk.split(b"\n")
+        if len(parts) > 1:
+            first = parts[0]
+            if pending_len:
+                pending += first[: max(0, max_bytes - len(pending))]
+                yield bytes(pending), pending_len + len(first)
+                pending.clear()
+                pending_len = 0
+            else:
+                yield first[:max_bytes], len(first)
+            for part in parts[1:-1]:
+                yield part if len(part) <= max_bytes else part[:max_bytes], len(part)
+        rest = parts[-1]
+        pending += rest[: max(0, max_bytes - len(pending))]
+        pending_len += len(rest)
+    if pending_len:
+        yield bytes(pending), pending_len
+
+
+def line_outcome(data: bytes, length: int, first_day: date | None) -> tuple[bytes, Outcome]:
+    """A line's stored raw text and outcome; an over-long line is rejected unparsed, keeping its start."""
+    if length > MAX_LINE_BYTES:
+        kept = data[:LONG_LINE_KEPT_BYTES] + f"...[line of {length} bytes cut]".encode()
+        return kept, Outcome("reject", reason="line_too_long")
+    outcome = parse_event(data)
+    return data, outcome if first_day is None else within_partitions(outcome, first_day)
+
+
+def file_outcomes(path: Path, first_day: date | None = None) -> Iterator[tuple[int, bytes, Outcome]]:
+    """(1-based line number, raw line, outcome) for every line of one file; a fault ends the file with one undated
+    reject at the line where it broke, whose raw text says what went wrong."""
+    line_no = 0
+    try:
+        for line_no, (data, length) in enumerate(split_lines(archive_chunks(path)), start=1):
+            yield (line_no, *line_outcome(data, length, first_day))
+    except FileFault as fault:
+        # The detail may quote a file name that is not UTF-8 (surrogate-escaped): keep it visible, never raise.
+        yield line_no + 1, fault.detail.encode("utf-8", "backslashreplace"), Outcome("reject", reason=fault.reason)
 
 
 def archive_files(directory: Path) -> list[Path]:
+    """Every entry named like an archive file, whatever it is: one that is not a readable file is rejected when
+    read, never silently skipped."""
     if not directory.is_dir():
         raise FileNotFoundError(f"archive directory {directory} does not exist")
-    return sorted(p for p in directory.rglob("*") if p.is_file() and p.name.endswith(ARCHIVE_SUFFIXES))
+    return sorted(p for p in directory.rglob("*") if p.name.endswith(ARCHIVE_SUFFIXES))
 
 
-def read_outcomes(directory: Path, day: date) -> Iterator[tuple[str, int, bytes, Outcome]]:
+def display_path(path: Path) -> str:
+    """A path as storable text: bytes of a file name that are not UTF-8 are escaped, never a crash on insert."""
+    return os.fsencode(path).decode("utf-8", errors="backslashreplace")
+
+
+def read_outcomes(
+    directory: Path, day: date, first_day: date | None = None
+) -> Iterator[tuple[str, int, bytes, Outcome]]:
     """Every line of the archive that belongs to `day`, plus the undated lines (owned by no single day:
     every day's run sees them; rejects among them are stored once, keyed by file and line).
 
+    With `first_day` (the first partition), nothing is owned by an earlier day (see `within_partitions`).
     Yields (file relative to the archive, 1-based line number, the raw line, its outcome).
     """
     for path in archive_files(directory):
-        relative = str(path.relative_to(directory))
-        with open_archive(path) as fh:
-            for line_no, line in enumerate(fh, start=1):
-                outcome = parse_event(line)
-                if outcome.day == day or outcome.day is None:
-                    yield relative, line_no, line, outcome
+        relative = display_path(path.relative_to(directory))
+        for line_no, raw, outcome in file_outcomes(path, first_day):
+            if outcome.day == day or outcome.day is None:
+                yield relative, line_no, raw, outcome
 
 
 class ArchiveSource(ConfigurableResource):
@@ -59,4 +176,4 @@ class ArchiveSource(ConfigurableResource):
     directory: str = Field(default="data/sample/jetstream", description="Directory of .jsonl[.gz|.zst] files.")
 
     def read_day(self, day: date) -> Iterator[tuple[str, int, bytes, Outcome]]:
-        return read_outcomes(Path(self.directory).expanduser().resolve(), day)
+        return read_outcomes(Path(self.directory).expanduser().resolve(), day, partition_start_date())

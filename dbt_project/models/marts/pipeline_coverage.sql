@@ -7,7 +7,9 @@
 }}
 
 {#- Where every post of a day went. `unaccounted_posts` is zero exactly when each distinct raw uri of the day
-    is in cleaned_posts, or was deleted, or is a duplicate owned by another day. -#}
+    is in cleaned_posts, or was deleted, or is a duplicate owned by another day. `rejected_records` counts rows;
+    `before_first_partition` are the posts seen that day but created before the first partition, which no
+    table of posts can hold. -#}
 
 with raw as (
     select partition_date as day, uri from {{ ref('stg_raw_posts') }}
@@ -48,7 +50,8 @@ raw_counts as (
 ),
 
 rejected as (
-    select partition_date as day, count(*) as rejected_records,
+    select partition_date as day, sum(n)::bigint as rejected_records,
+           coalesce(sum(n) filter (where reason = 'before_first_partition'), 0)::bigint as before_first_partition,
            to_json(map(list(reason order by reason), list(n order by reason))) as rejected_by_reason
     from (select partition_date, reason, count(*) as n from {{ ref('stg_rejected_records') }}
           where {{ in_window('partition_date') }} group by 1, 2)
@@ -94,6 +97,7 @@ select
     coalesce(rc.raw_posts, 0) as raw_posts,
     coalesce(rj.rejected_records, 0) as rejected_records,
     coalesce(rj.rejected_by_reason, '{}'::json) as rejected_by_reason,
+    coalesce(rj.before_first_partition, 0) as before_first_partition,
     coalesce(rc.deleted, 0) as deleted,
     coalesce(rc.duplicates, 0) as duplicates,
     coalesce(rc.cleaned, 0) as cleaned,
