@@ -30,8 +30,10 @@ from bsky_warehouse.records import (
     prob_column,
 )
 from bsky_warehouse.resources.perspective import (
+    API_KEY_HEADER,
     MAX_COMMENT_BYTES,
     MalformedResponse,
+    PerspectiveConfigError,
     PerspectiveResource,
     ScoreStats,
     TokenBucket,
@@ -39,6 +41,8 @@ from bsky_warehouse.resources.perspective import (
     classify_error,
     parse_scores,
     redact,
+    rejection_message,
+    request_headers,
 )
 from tests.servers.perspective_server import Faults, PerspectiveServer, score
 
@@ -122,13 +126,13 @@ def test_parse_scores_requires_expected_attributes() -> None:
 
 
 def test_classify_error_language_not_supported() -> None:
-    assert classify_error(400, LANGUAGE_ERROR) == ("language_not_supported", False, "SEVERE_TOXICITY")
+    assert classify_error(400, LANGUAGE_ERROR) == ("language_not_supported", False, "SEVERE_TOXICITY", False)
     # Same answer from raw bytes, and from the message alone when details are missing.
     assert classify_error(400, orjson.dumps(LANGUAGE_ERROR)).unsupported_attribute == "SEVERE_TOXICITY"
     no_attr = _perspective_error(
         "LANGUAGE_NOT_SUPPORTED_BY_ATTRIBUTE", "Attribute THREAT does not support request languages: xx"
     )
-    assert classify_error(400, no_attr) == ("language_not_supported", False, "THREAT")
+    assert classify_error(400, no_attr) == ("language_not_supported", False, "THREAT", False)
 
 
 def test_classify_error_table() -> None:
@@ -145,22 +149,93 @@ def test_classify_error_table() -> None:
             "details": [{"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "RATE_LIMIT_EXCEEDED"}],
         }
     }
-    bad_key = {"error": {"code": 400, "message": "API key not valid.", "status": "INVALID_ARGUMENT"}}
-    assert classify_error(400, empty) == ("comment_empty", False, None)
-    assert classify_error(400, too_long) == ("comment_too_long", False, None)
-    assert classify_error(429, quota) == ("api_error", True, None)
-    assert classify_error(500, b"") == ("api_error", True, None)
-    assert classify_error(503, b"<html>unavailable</html>") == ("api_error", True, None)
-    assert classify_error(400, bad_key) == ("api_error", False, None)
-    assert classify_error(403, None) == ("api_error", False, None)
-    assert classify_error(404, b"not json") == ("api_error", False, None)
+    unknown_comment_error = _perspective_error("SOME_NEW_COMMENT_ERROR", "This comment cannot be analyzed.")
+    assert classify_error(400, empty) == ("comment_empty", False, None, False)
+    assert classify_error(400, too_long) == ("comment_too_long", False, None, False)
+    assert classify_error(400, unknown_comment_error) == ("api_error", False, None, False)
+    assert classify_error(429, quota) == ("api_error", True, None, False)
+    assert classify_error(500, b"") == ("api_error", True, None, False)
+    assert classify_error(503, b"<html>unavailable</html>") == ("api_error", True, None, False)
+    assert classify_error(408, None) == ("api_error", True, None, False)
+
+
+# What Google answers a wrong key, a missing key and a key whose project may not call the API.
+BAD_KEY = {
+    "error": {
+        "code": 400,
+        "message": "API key not valid. Please pass a valid API key.",
+        "status": "INVALID_ARGUMENT",
+        "details": [
+            {
+                "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+                "reason": "API_KEY_INVALID",
+                "domain": "googleapis.com",
+            }
+        ],
+    }
+}
+MISSING_KEY = {
+    "error": {"code": 403, "message": "The request is missing a valid API key.", "status": "PERMISSION_DENIED"}
+}
+BLOCKED_KEY = {
+    "error": {
+        "code": 403,
+        "message": "Requests to this API commentanalyzer.googleapis.com method ... are blocked.",
+        "status": "PERMISSION_DENIED",
+        "details": [{"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "API_KEY_SERVICE_BLOCKED"}],
+    }
+}
+
+
+@pytest.mark.parametrize(
+    ("status", "body"),
+    [
+        (400, BAD_KEY),
+        (403, MISSING_KEY),
+        (403, BLOCKED_KEY),
+        (401, {"error": {"code": 401, "message": "Request had invalid authentication credentials.",
+                         "status": "UNAUTHENTICATED"}}),
+        (400, {"error": {"code": 400, "message": "Invalid JSON payload received.", "status": "INVALID_ARGUMENT"}}),
+        (404, b"<html>404. That's an error.</html>"),
+        (403, None),
+    ],
+)  # fmt: skip
+def test_classify_error_key_and_request_errors_reject_the_request(status: int, body: object) -> None:
+    error = classify_error(status, body)  # type: ignore[arg-type]
+    assert error.rejects_request and not error.retryable
+
+
+def test_rejection_message_says_what_and_where_to_look() -> None:
+    bad_key = rejection_message(400, orjson.dumps(BAD_KEY))
+    assert "HTTP 400 INVALID_ARGUMENT API_KEY_INVALID" in bad_key
+    assert "PERSPECTIVE_API_KEY" in bad_key and "API key not valid" in bad_key
+    blocked = rejection_message(403, BLOCKED_KEY)
+    assert "PERMISSION_DENIED API_KEY_SERVICE_BLOCKED" in blocked and "enabled" in blocked
+    assert "PERSPECTIVE_API_KEY" in rejection_message(403, MISSING_KEY)
+    assert "PERSPECTIVE_BASE_URL" in rejection_message(404, b"<html>not found</html>")
 
 
 def test_redact() -> None:
-    text = f"POST http://h/v1alpha1/comments:analyze?key={SECRET}&alt=json failed"
-    assert SECRET not in redact(text, SECRET)
-    assert SECRET not in redact(text, "")
-    assert redact(text, "").endswith("key=REDACTED&alt=json failed")
+    text = f"Permission denied: Consumer 'api_key:{SECRET}' has been suspended."
+    assert redact(text, SECRET) == "Permission denied: Consumer 'api_key:REDACTED' has been suspended."
+    assert redact(text, "") == text
+
+
+def test_the_key_goes_in_a_header_never_in_settings_repr() -> None:
+    assert request_headers(SECRET) == {"content-type": "application/json", API_KEY_HEADER: SECRET}
+    assert API_KEY_HEADER not in request_headers("")
+    settings = PerspectiveResource(api_key=SECRET).client_settings()
+    assert settings.api_key == SECRET
+    assert SECRET not in repr(settings) and SECRET not in str(settings)
+
+
+def test_llm_client_settings_repr_hides_the_key() -> None:
+    from bsky_warehouse.resources.llm import ClientSettings, OpenAILabelerResource
+
+    settings = ClientSettings(base_url="http://127.0.0.1:1/v1", model="m", api_key=SECRET)
+    assert SECRET not in repr(settings)
+    resource = OpenAILabelerResource(base_url="http://127.0.0.1:1/v1", model="m", api_key=SECRET)
+    assert SECRET not in repr(resource) and SECRET not in repr(resource.client_settings())
 
 
 def test_token_bucket_paces_and_backs_off() -> None:
@@ -367,22 +442,82 @@ def test_malformed_body_retried_then_api_error(server: PerspectiveServer) -> Non
     assert stats.malformed == 7
 
 
-def test_wrong_or_missing_key_is_api_error_and_never_leaks(
-    server: PerspectiveServer, caplog: pytest.LogCaptureFixture
+def test_the_key_travels_in_the_header_and_in_no_url(server: PerspectiveServer) -> None:
+    server.reset()
+    results, _, _ = run_scoring(resource(server), ["header key post one", "header key post two"])
+    assert all(r.status == "ok" for r in results.values())  # the server accepted the header
+    targets = server.targets
+    assert len(targets) == 2
+    assert all(SECRET not in t and "key=" not in t for t in targets), targets
+
+
+@pytest.mark.parametrize(
+    ("key", "status", "hint"),
+    [
+        ("WRONG-" + SECRET[::-1], "HTTP 400 INVALID_ARGUMENT API_KEY_INVALID", "API key not valid"),
+        ("", "HTTP 403 PERMISSION_DENIED", "missing a valid API key"),
+        ("BLOCKED-" + SECRET, "HTTP 403 PERMISSION_DENIED API_KEY_SERVICE_BLOCKED", "are blocked"),
+    ],
+)
+def test_a_rejected_key_stops_scoring_records_nothing_and_never_leaks(
+    key: str, status: str, hint: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    wrong = "WRONG-" + SECRET[::-1]
     caplog.set_level(logging.DEBUG)
-    results, stats, _ = run_scoring(resource(server, api_key=wrong), ["wrong key post"])
-    result = results["wrong key post"]
-    assert (result.status, result.reason) == ("failed", "api_error")
-    assert server.counts["wrong key post"] == 0  # rejected before counting, and not retried
-    assert stats.requests == 1 and stats.retries == 0
-    results, _, _ = run_scoring(resource(server, api_key=""), ["missing key post"])
-    assert results["missing key post"].reason == "api_error"
-    res = resource(server, api_key=wrong)
-    for text in (caplog.text, repr(result), repr(res), str(res)):
-        assert wrong not in text and SECRET not in text
-    assert "HTTP Request" in caplog.text  # httpx did log the URL, redacted
+    texts = [f"rejected key post {i}" for i in range(20)]
+    posts = [PostText(f"at://test/rk{i}", t) for i, t in enumerate(texts)]
+    reported: list[ScoreResult] = []
+    with PerspectiveServer(None, api_key=SECRET, denied_keys=("BLOCKED-" + SECRET,)) as srv:
+        res = resource(srv, api_key=key, max_concurrency=4)
+        with pytest.raises(PerspectiveConfigError) as raised:
+            res.score(posts, reported.append)
+        targets, stats = srv.targets, srv.stats
+    message = str(raised.value)
+    assert status in message and hint in message and "PERSPECTIVE_API_KEY" in message
+    assert reported == []  # no row for any post: the run fails instead
+    assert len(targets) <= 4  # the requests already in flight, none retried, the rest never sent
+    assert stats["requests"] == 0 and stats["ok"] == 0  # rejected before any comment was analysed
+    for text in (caplog.text, message, repr(res), str(res), repr(res.client_settings()), *targets):
+        assert SECRET not in text and (not key or key not in text)
+
+
+def test_per_post_errors_still_become_rows_beside_good_posts(server: PerspectiveServer) -> None:
+    texts = ["@@lang:xx nothing supports this", "\n \t", "a fine post"]
+    results, _, _ = run_scoring(resource(server, min_text_length=0), texts)
+    assert (results[texts[0]].status, results[texts[0]].reason) == ("failed", "language_not_supported")
+    assert (results[texts[1]].status, results[texts[1]].reason) == ("failed", "comment_empty")
+    assert results[texts[2]].status == "ok"
+
+
+@pytest.mark.integration
+def test_a_wrong_key_fails_the_dagster_run_and_writes_no_rows(tmp_path: Path) -> None:
+    from dagster import DagsterInstance
+
+    from bsky_warehouse.partitions import DayWindow
+    from bsky_warehouse.pipeline import run_window
+    from bsky_warehouse.resources.warehouse import WarehouseResource
+    from tests.factories import post_event, write_archive
+
+    archive, db = tmp_path / "archive", str(tmp_path / "wh.duckdb")
+    write_archive(
+        archive / "d.jsonl", [post_event(f"p{i}", text=f"a post worth scoring, number {i}") for i in range(6)]
+    )
+    instance = DagsterInstance.ephemeral()
+    window = DayWindow.for_day("2024-03-10")
+    ingest = ["raw_posts", "post_deletions", "rejected_records", "cleaned_posts"]
+    assert run_window(window, instance, db_path=db, archive_dir=str(archive), assets=ingest)["success"]
+    with PerspectiveServer(None, api_key=SECRET) as srv:
+        wrong = PerspectiveResource(api_key="WRONG-" + SECRET[::-1], base_url=srv.url, qps=50, backoff_base_s=0.01)
+        run = run_window(window, instance, db_path=db, assets=["toxicity_scores"], raise_on_error=False,
+                         resources={"perspective": wrong},
+                         run_config={"ops": {"toxicity_scores": {"config": {"scorer": "perspective"}}}})  # fmt: skip
+    assert not run["success"]
+    assert "toxicity_scores" not in run["assets_materialized"]
+    assert any("API_KEY_INVALID" in f and "PERSPECTIVE_API_KEY" in f for f in run["failures"]), run["failures"]
+    warehouse = WarehouseResource(path=db)
+    with warehouse.connect() as con:
+        assert con.execute("SELECT count(*) FROM toxicity_scores").fetchone() == (0,)
+    checkpoints = [p for p in warehouse.staging_dir.rglob("*") if p.is_file() and "toxicity_scores" in str(p)]
+    assert all(p.stat().st_size == 0 for p in checkpoints), checkpoints
 
 
 def test_unreachable_server_is_api_error_without_leaking_key(caplog: pytest.LogCaptureFixture) -> None:

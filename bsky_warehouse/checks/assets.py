@@ -1,12 +1,21 @@
 """The GX suites as Dagster asset checks: one multi-check per asset, one check per rule."""
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 
 from dagster import AssetCheckExecutionContext, AssetCheckResult, AssetCheckSeverity, AssetCheckSpec, multi_asset_check
 
-from bsky_warehouse.checks.expectations import SUITES, Suite, suite_frame, validate
-from bsky_warehouse.partitions import window_from_tags
+from bsky_warehouse.checks.expectations import SUITES, AuthorScan, Scope, Suite, suite_frame, validate
+from bsky_warehouse.partitions import PARTITION_TAG, window_from_tags
 from bsky_warehouse.resources.warehouse import WarehouseResource
+
+
+def run_scope(suite: Suite, tags: Mapping[str, str]) -> Scope:
+    """What the run wrote, from its tags: days for a daily suite, the scanned account for an author suite."""
+    if suite.partitioned_by == "author":
+        from bsky_warehouse.authors import normalize_actor
+
+        return AuthorScan(normalize_actor(tags[PARTITION_TAG])) if PARTITION_TAG in tags else None
+    return window_from_tags(tags)
 
 
 def build_suite_check(suite: Suite):
@@ -17,9 +26,9 @@ def build_suite_check(suite: Suite):
 
     @multi_asset_check(name=f"gx_{suite.asset}", specs=specs, can_subset=True)
     def _check(context: AssetCheckExecutionContext, warehouse: WarehouseResource) -> Iterator[AssetCheckResult]:
-        window = window_from_tags(context.run.tags)
+        scope = run_scope(suite, context.run.tags)
         with warehouse.connect() as con:
-            frame = suite_frame(con, suite, window)
+            frame = suite_frame(con, suite, scope)
         selected = {key.name for key in context.op_execution_context.selected_asset_check_keys}
         checks = [c for c in suite.checks if c.name in selected]
         for check, outcome in zip(checks, validate(frame, checks), strict=True):
@@ -28,7 +37,7 @@ def build_suite_check(suite: Suite):
                 check_name=check.name,
                 passed=outcome.passed,
                 severity=AssetCheckSeverity.ERROR if check.blocking else AssetCheckSeverity.WARN,
-                metadata={**outcome.metadata(), "window": str(window) if window else "all partitions"},
+                metadata={**outcome.metadata(), "window": str(scope) if scope else "all partitions"},
             )
 
     return _check

@@ -359,11 +359,12 @@ class LabelStats:
 
 @dataclass(frozen=True)
 class ClientSettings:
-    """Plain copy of the resource config, so the async loop needs nothing from Dagster."""
+    """Plain copy of the resource config, so the async loop needs nothing from Dagster. The key is left
+    out of the repr: settings end up in tracebacks and debug logs."""
 
     base_url: str
     model: str
-    api_key: str | None = None
+    api_key: str | None = field(default=None, repr=False)
     max_concurrency: int = 64
     batch_size: int = 1
     timeout_s: float = 120.0

@@ -6,7 +6,10 @@ in flight to fill it despite ~0.2-1 s latency. Every post ends in exactly one `S
 through the callback as soon as it is known so the asset can checkpoint it before the next call returns;
 a 429 or a transient failure is retried (never dropped) until `max_retries` is spent.
 
-The API key is a secret: it travels only in the request URL and is never logged, raised or recorded.
+The API key is a secret: it travels only in the `x-goog-api-key` header (never in a URL, which proxies,
+httpx's request log and error messages quote) and is never logged, raised or recorded. A response that
+rejects the request itself (a wrong or unauthorised key, a malformed request, a wrong endpoint) stops the
+run with `PerspectiveConfigError` instead of recording every post as failed.
 """
 
 from __future__ import annotations
@@ -38,6 +41,11 @@ log = logging.getLogger(__name__)
 
 API_VERSION = "v1alpha1"
 ANALYZE_PATH = f"/{API_VERSION}/comments:analyze"
+API_KEY_HEADER = "x-goog-api-key"
+# The detail type of Perspective's per-comment errors (its `errorType`s): facts about one comment, so the
+# post gets a row with a reason. Any other client error (bad key, no permission, malformed request, unknown
+# endpoint) is about the request.
+PERSPECTIVE_ERROR_DETAIL = "type.googleapis.com/google.commentanalyzer.v1alpha1.Error"
 # Perspective rejects comments over 20 KB of UTF-8 with COMMENT_TOO_LONG; checking locally saves a call.
 MAX_COMMENT_BYTES = 20480
 
@@ -52,17 +60,25 @@ class MalformedResponse(ValueError):
     """A 200 response whose body is not a usable AnalyzeCommentResponse (treated as transient)."""
 
 
+class PerspectiveConfigError(RuntimeError):
+    """Perspective rejects the request as a whole (API_KEY_INVALID, PERMISSION_DENIED, a malformed request,
+    a wrong base URL): a configuration error, not a fact about posts, so the run stops and no failed rows
+    are written; every post would otherwise be recorded `failed/api_error` in a "successful" run."""
+
+
 class ErrorClass(NamedTuple):
     """How to react to a non-200 response.
 
     `reason` is what the post is recorded with if we give up; `retryable` says whether the same request
     may succeed later; `unsupported_attribute` names the attribute a LANGUAGE_NOT_SUPPORTED_BY_ATTRIBUTE
-    error blames (the fix is then a different request, not a retry).
+    error blames (the fix is then a different request, not a retry); `rejects_request` marks an error
+    about the request or the key rather than the post: the run stops (PerspectiveConfigError).
     """
 
     reason: str
     retryable: bool
     unsupported_attribute: str | None
+    rejects_request: bool = False
 
 
 # --------------------------------------------------------------------------------------------------
@@ -129,11 +145,15 @@ def _error_types(error: Mapping[str, Any]) -> list[Mapping[str, Any]]:
 
 
 def classify_error(status_code: int, body: Mapping[str, Any] | bytes | str | None) -> ErrorClass:
-    """Map a Perspective error response to (reason, retryable, unsupported_attribute).
+    """Map a Perspective error response to (reason, retryable, unsupported_attribute, rejects_request).
 
-    Perspective reports its own errors as 400 INVALID_ARGUMENT with a `details[].errorType`
-    (LANGUAGE_NOT_SUPPORTED_BY_ATTRIBUTE, COMMENT_EMPTY, COMMENT_TOO_LONG, ...); quota errors are
-    429 RESOURCE_EXHAUSTED (RATE_LIMIT_EXCEEDED); 5xx/408 are the server's transient failures.
+    Perspective reports its per-comment errors as 400 INVALID_ARGUMENT with a commentanalyzer `Error`
+    detail carrying an `errorType` (LANGUAGE_NOT_SUPPORTED_BY_ATTRIBUTE, COMMENT_EMPTY, COMMENT_TOO_LONG,
+    ...): those become the post's row. Quota errors are 429 RESOURCE_EXHAUSTED (RATE_LIMIT_EXCEEDED) and
+    5xx/408 the server's transient failures: retried. Every other client error is about the request, not
+    the post: a bad key is 400 INVALID_ARGUMENT with reason API_KEY_INVALID (and no errorType), a key
+    without access 403 PERMISSION_DENIED, a missing key 403, a wrong URL 404, a malformed body 400.
+    Recording those per post would turn a configuration mistake into a "successful" run of failed rows.
     """
     data = _as_json(body)
     error = data.get("error") if isinstance(data, Mapping) else None
@@ -160,44 +180,41 @@ def classify_error(status_code: int, body: Mapping[str, Any] | bytes | str | Non
         return ErrorClass(REASON_COMMENT_EMPTY, False, None)
     if "COMMENT_TOO_LONG" in error_types or "too many bytes" in message:
         return ErrorClass(REASON_COMMENT_TOO_LONG, False, None)
-    return ErrorClass(REASON_API_ERROR, False, None)
+    if status_code == 400 and any(d.get("@type") == PERSPECTIVE_ERROR_DETAIL for d in details):
+        # Another of Perspective's per-comment errors: this post fails, the next one may not.
+        return ErrorClass(REASON_API_ERROR, False, None)
+    return ErrorClass(REASON_API_ERROR, False, None, rejects_request=True)
+
+
+def rejection_message(status_code: int, body: Mapping[str, Any] | bytes | str | None) -> str:
+    """What to tell the user when Perspective rejects the request itself: Google's status, reason and
+    message, and which setting to look at. The caller redacts it: Google quotes the key in some messages
+    (`Consumer 'api_key:…' has been suspended`)."""
+    data = _as_json(body)
+    error = data.get("error") if isinstance(data, Mapping) else None
+    error = error if isinstance(error, Mapping) else {}
+    reasons = [str(d["reason"]) for d in _error_types(error) if isinstance(d.get("reason"), str)]
+    status = str(error.get("status") or "")
+    message = _error_message(body)
+    if "API_KEY_INVALID" in reasons or "API key not valid" in message:
+        hint = "the API key is not valid: check PERSPECTIVE_API_KEY"
+    elif status_code in (401, 403) or status == "PERMISSION_DENIED":
+        hint = (
+            "the key is missing or not allowed to call the Comment Analyzer API: check PERSPECTIVE_API_KEY, the "
+            "key's API restrictions and that the API is enabled for its project"
+        )
+    elif status_code == 404:
+        hint = "no Perspective API at this address: check PERSPECTIVE_BASE_URL"
+    else:
+        hint = "the request itself was rejected (check the scorer's attributes and languages)"
+    what = " ".join(part for part in (status, ", ".join(reasons)) if part)
+    return f"Perspective rejected the request (HTTP {status_code}{' ' + what if what else ''}): {hint}. {message}"
 
 
 def redact(text: str, secret: str) -> str:
-    """`text` with the API key (and any `key=` query value) removed, for error messages and logs."""
-    if secret:
-        text = text.replace(secret, "REDACTED")
-    # httpx errors can quote the URL; strip any key parameter whatever its value.
-    parts = text.split("key=")
-    out = [parts[0]]
-    for part in parts[1:]:
-        end = len(part)
-        for stop in ("&", " ", "'", '"', ")", ">", "\n"):
-            index = part.find(stop)
-            if index != -1:
-                end = min(end, index)
-        out.append("REDACTED" + part[end:])
-    return "key=".join(out)
-
-
-class _RedactKeyFilter(logging.Filter):
-    """Strips `key=` from httpx's INFO line ("HTTP Request: POST <url> ..."), which quotes the full URL:
-    any handler that captures INFO (Dagster's managed loggers, a debugging session) would leak the key."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if isinstance(record.args, tuple) and record.args:
-            record.args = tuple(
-                redact(str(arg), "") if isinstance(arg, httpx.URL | str) and "key=" in str(arg) else arg
-                for arg in record.args
-            )
-        if isinstance(record.msg, str) and "key=" in record.msg:
-            record.msg = redact(record.msg, "")
-        return True
-
-
-_httpx_logger = logging.getLogger("httpx")
-if not any(isinstance(f, _RedactKeyFilter) for f in _httpx_logger.filters):
-    _httpx_logger.addFilter(_RedactKeyFilter())
+    """`text` with the API key removed, for error messages and logs (a transport error could quote a
+    request's headers one day; the key is never worth the risk)."""
+    return text.replace(secret, "REDACTED") if secret else text
 
 
 # --------------------------------------------------------------------------------------------------
@@ -300,9 +317,10 @@ class ScoreStats:
 
 @dataclass(frozen=True)
 class ClientSettings:
-    """Plain copy of the resource's config, so the async loop needs nothing from Dagster."""
+    """Plain copy of the resource's config, so the async loop needs nothing from Dagster. The key is left
+    out of the repr: settings end up in tracebacks and debug logs."""
 
-    api_key: str
+    api_key: str = field(repr=False)
     base_url: str
     qps: float
     max_concurrency: int
@@ -318,12 +336,14 @@ class ClientSettings:
 
 
 class _Attempt(NamedTuple):
-    """Outcome of one HTTP exchange: exactly one of probs / error / transient is meaningful."""
+    """Outcome of one HTTP exchange: exactly one of probs / error / transient is meaningful; `rejection`
+    is the user-facing message when the error rejects the request itself."""
 
     probs: dict[str, float] | None
     error: ErrorClass | None
     retry_after: float | None
     transient: str | None
+    rejection: str | None = None
 
 
 class PerspectiveClient:
@@ -340,7 +360,8 @@ class PerspectiveClient:
         """Score every post; `on_result` is called once per post, in completion order.
 
         If `on_result` raises (e.g. the checkpoint write failed) the remaining work is cancelled and the
-        error propagates: spending quota on results that cannot be stored is pointless.
+        error propagates: spending quota on results that cannot be stored is pointless. So does a
+        PerspectiveConfigError, before any result is reported for the post that met it.
         """
         s = self.settings
         self.stats = ScoreStats(posts=len(posts))
@@ -354,7 +375,7 @@ class PerspectiveClient:
             timeout=httpx.Timeout(s.timeout_s),
             limits=limits,
             transport=self._transport,
-            headers={"content-type": "application/json"},
+            headers=request_headers(s.api_key),
         ) as client:
 
             async def worker() -> None:
@@ -405,6 +426,8 @@ class PerspectiveClient:
             if attempt.probs is not None:
                 bucket.on_success()
                 return ScoreResult(post.uri, "ok", None, attempt.probs)
+            if attempt.rejection is not None:
+                raise PerspectiveConfigError(attempt.rejection)
             if attempt.error is not None and not attempt.error.retryable:
                 error = attempt.error
                 if error.reason == REASON_LANGUAGE_NOT_SUPPORTED and fallbacks < s.max_language_fallbacks:
@@ -446,7 +469,7 @@ class PerspectiveClient:
         payload = orjson.dumps(build_request(text, attributes, languages))
         stats.requests += 1
         try:
-            response = await client.post(self._url, params={"key": s.api_key}, content=payload)
+            response = await client.post(self._url, content=payload)
         except httpx.TimeoutException:
             stats.timeouts += 1
             return _Attempt(None, None, None, "timeout")
@@ -467,17 +490,31 @@ class PerspectiveClient:
             return _Attempt(None, error, retry_after_s(response.headers), "http_429")
         if response.status_code >= 500:
             stats.http_5xx += 1
+        if error.rejects_request:
+            message = redact(rejection_message(response.status_code, response.content), s.api_key)
+            return _Attempt(None, error, None, None, rejection=message)
         if not error.retryable and error.reason == REASON_API_ERROR:
             message = _error_message(response.content)
             log.warning("perspective HTTP %d: %s", response.status_code, redact(message, s.api_key))
         return _Attempt(None, error, None, f"http_{response.status_code}")
 
 
-def _error_message(body: bytes) -> str:
+def _error_message(body: Mapping[str, Any] | bytes | str | None) -> str:
+    """Google's `error.message`, else the start of the body (an HTML error page from a proxy)."""
     data = _as_json(body)
     if isinstance(data, Mapping) and isinstance(data.get("error"), Mapping):
         return str(data["error"].get("message", ""))[:500]
-    return body[:200].decode("utf-8", "replace")
+    raw = body.encode() if isinstance(body, str) else body if isinstance(body, bytes) else b""
+    return raw[:200].decode("utf-8", "replace").strip()
+
+
+def request_headers(api_key: str) -> dict[str, str]:
+    """Headers of every analyze request: the key goes in `x-goog-api-key` (omitted when empty, which
+    Google answers as a missing key), never in the URL."""
+    headers = {"content-type": "application/json"}
+    if api_key:
+        headers[API_KEY_HEADER] = api_key
+    return headers
 
 
 def default_max_concurrency(qps: float, expected_latency_s: float = 0.5) -> int:

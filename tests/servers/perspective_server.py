@@ -1,6 +1,8 @@
 """A local Perspective-compatible server, so the client can be tested over real sockets without quota.
 
-It speaks the real wire format (`POST /v1alpha1/comments:analyze?key=...`, Google-shaped error bodies),
+It speaks the real wire format (`POST /v1alpha1/comments:analyze` with the key in the `x-goog-api-key`
+header or, as Google also accepts, a `?key=` query parameter; Google-shaped error bodies: a missing key is
+403 PERMISSION_DENIED, a wrong one 400 INVALID_ARGUMENT / API_KEY_INVALID),
 enforces a QPS quota with 429 RESOURCE_EXHAUSTED, and injects faults either at random rates or when the
 comment text carries a trigger, so a test can script exactly what one post experiences:
 
@@ -12,7 +14,8 @@ comment text carries a trigger, so a test can script exactly what one post exper
 Languages: `en` supports every attribute, `is` every production attribute but SEVERE_TOXICITY, `xx` none,
 any other language the production attributes only. Scores are deterministic (hash of text and attribute,
 raised by small word lists). Every analyze request is counted per comment text (thread-safe), so tests
-can assert that nothing was sent twice; counts are also served at `GET /_counts` for a standalone
+can assert that nothing was sent twice, and every request target is recorded (`targets`) so tests can
+assert that no key travelled in a URL; counts are also served at `GET /_counts` for a standalone
 process (`python -m tests.servers.perspective_server --port 0 --qps 50`, which prints its URL).
 
 The stdlib ThreadingHTTPServer is used because a blocking handler can genuinely drop a connection or
@@ -45,6 +48,7 @@ from tests.servers.base import LocalHTTPServer, QuietHTTPServer
 ANALYZE_PATH = "/v1alpha1/comments:analyze"
 MAX_COMMENT_BYTES = 20480
 DEFAULT_KEY = "test-key"
+API_KEY_HEADER = "x-goog-api-key"
 
 TRIGGER = re.compile(r"@@(500|503|slow|drop|malformed|429)(?:x(\d+))?")
 LANG_TRIGGER = re.compile(r"@@lang:([A-Za-z-]{2,8})")
@@ -114,6 +118,24 @@ def rate_limit_body(qps: float) -> bytes:
                     }
                 ],
             },
+        ],
+    )
+
+
+def denied_body() -> bytes:
+    """What Google answers a valid key that is not allowed to call the Comment Analyzer API."""
+    return google_error(
+        403,
+        "PERMISSION_DENIED",
+        "Requests to this API commentanalyzer.googleapis.com method "
+        "google.commentanalyzer.v1alpha1.CommentAnalyzerV1Alpha1.AnalyzeComment are blocked.",
+        [
+            {
+                "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+                "reason": "API_KEY_SERVICE_BLOCKED",
+                "domain": "googleapis.com",
+                "metadata": {"service": "commentanalyzer.googleapis.com", "consumer": "projects/000000000000"},
+            }
         ],
     )
 
@@ -214,10 +236,16 @@ class _Handler(BaseHTTPRequestHandler):
         if parts.path != ANALYZE_PATH:
             self._send(404, google_error(404, "NOT_FOUND", "Not Found"))
             return
-        key = parse_qs(parts.query).get("key", [None])[0]
+        owner.saw(self.path)
+        key = self.headers.get(API_KEY_HEADER) or parse_qs(parts.query).get("key", [None])[0]
         if not key:
             owner.bump("http_403")
             self._send(403, google_error(403, "PERMISSION_DENIED", "The request is missing a valid API key."))
+            return
+        if key in owner.denied_keys:
+            # A real key whose project may not call the API (key restrictions): 403 PERMISSION_DENIED.
+            owner.bump("http_403_denied")
+            self._send(403, denied_body())
             return
         if key != owner.api_key:
             # Google answers an invalid key with 400 INVALID_ARGUMENT / API_KEY_INVALID.
@@ -337,6 +365,7 @@ class PerspectiveServer(LocalHTTPServer):
         qps: float | None = None,
         *,
         api_key: str = DEFAULT_KEY,
+        denied_keys: tuple[str, ...] = (),
         burst: float | None = None,
         retry_after: float | None = 1.0,
         latency_s: float = 0.0,
@@ -345,6 +374,7 @@ class PerspectiveServer(LocalHTTPServer):
         port: int = 0,
     ) -> None:
         self.api_key = api_key
+        self.denied_keys = frozenset(denied_keys)
         self.quota = _Quota(qps, burst)
         self.retry_after = retry_after
         self.latency_s = latency_s
@@ -355,6 +385,7 @@ class PerspectiveServer(LocalHTTPServer):
         self._ok_counts: Counter[str] = Counter()
         self._times: dict[str, list[float]] = {}
         self._stats: Counter[str] = Counter()
+        self._targets: list[str] = []
         self._bind(_Handler, host, port)
 
     # -- bookkeeping (called from handler threads) ---------------------------------------------------
@@ -371,6 +402,11 @@ class PerspectiveServer(LocalHTTPServer):
         with self._lock:
             self._ok_counts[text] += 1
             self._stats["ok"] += 1
+
+    def saw(self, target: str) -> None:
+        """Record the request target (path and query) of one analyze request, as received."""
+        with self._lock:
+            self._targets.append(target)
 
     def bump(self, name: str) -> None:
         with self._lock:
@@ -410,6 +446,12 @@ class PerspectiveServer(LocalHTTPServer):
         with self._lock:
             return Counter(self._stats)
 
+    @property
+    def targets(self) -> list[str]:
+        """Every analyze request's target (path and query string), in arrival order."""
+        with self._lock:
+            return list(self._targets)
+
     def times(self, text: str) -> list[float]:
         """Monotonic arrival times of the requests for `text`."""
         with self._lock:
@@ -425,6 +467,7 @@ class PerspectiveServer(LocalHTTPServer):
             self._ok_counts.clear()
             self._times.clear()
             self._stats.clear()
+            self._targets.clear()
 
 
 def main(argv: list[str] | None = None) -> None:
