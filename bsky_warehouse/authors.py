@@ -52,12 +52,6 @@ def normalize_actor(actor: str) -> str:
     return key
 
 
-def post_link(uri: str) -> str:
-    """`at://<did>/app.bsky.feed.post/<rkey>` -> its bsky.app page."""
-    did, _, rkey = uri.removeprefix("at://").split("/")
-    return f"https://bsky.app/profile/{did}/post/{rkey}"
-
-
 @dataclass
 class ScanStats:
     items: int = 0

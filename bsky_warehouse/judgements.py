@@ -25,7 +25,6 @@ from __future__ import annotations
 import json
 import math
 from collections import Counter
-from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -265,12 +264,3 @@ def _count(con: duckdb.DuckDBPyConnection, sql: str, params: dict[str, Any]) -> 
 def rejection_lines(parsed: ParsedFile, limit: int = 10) -> list[str]:
     """The first rejections, one line each, naming the line, the reason and why."""
     return [f"line {r.line_no}: {r.reason}: {r.detail}" for r in parsed.rejections[:limit]]
-
-
-def judgement_counts(con: duckdb.DuckDBPyConnection, raters: Iterable[str] | None = None) -> list[tuple[Any, ...]]:
-    """(rater, task, judgements, files) for the given raters (all when None)."""
-    wanted: Sequence[str] | None = list(raters) if raters is not None else None
-    sql = "SELECT rater, task, count(*), count(DISTINCT source_file) FROM human_judgements"
-    if wanted is not None:
-        sql += " WHERE list_contains($raters, rater)"
-    return con.execute(sql + " GROUP BY ALL ORDER BY ALL", {"raters": wanted} if wanted is not None else {}).fetchall()

@@ -7,7 +7,7 @@ import json
 import duckdb
 import pytest
 
-from bsky_warehouse.authors import normalize_actor, post_link
+from bsky_warehouse.authors import normalize_actor
 from bsky_warehouse.cli import main
 from bsky_warehouse.resources.scorers import make_scorer
 from tests.servers.appview_server import AppViewServer, Fault, feed_view_post
@@ -15,6 +15,12 @@ from tests.servers.appview_server import AppViewServer, Fault, feed_view_post
 DID = "did:plc:scanned0author"
 HANDLE = "scanned.bsky.social"
 TOXIC = {17: "you are a stupid worthless idiot, shut the fuck up", 140: "fuck off you pathetic moron"}
+
+
+def post_link(uri: str) -> str:
+    """The bsky.app page of `at://<did>/app.bsky.feed.post/<rkey>`: the oracle for the report's dbt-built links."""
+    did, _, rkey = uri.removeprefix("at://").split("/")
+    return f"https://bsky.app/profile/{did}/post/{rkey}"
 
 
 def history(n: int = 230) -> list:

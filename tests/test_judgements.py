@@ -21,7 +21,6 @@ import pytest
 from bsky_warehouse.judgements import (
     JudgementFileError,
     ParsedFile,
-    judgement_counts,
     load_judgements,
     parse_judgements,
     parse_value,
@@ -35,6 +34,14 @@ DID = "did:plc:judgetest0000000000000000"
 OTHER_DID = "did:plc:judgetest1111111111111111"
 HANDLES = {"alice.example.com": DID, "bob.example.com": OTHER_DID}
 REFERENCE_FILE = REFERENCE_DIR / "pilot_posts_hand_labels.csv"
+
+
+def judgement_counts(con: duckdb.DuckDBPyConnection, raters: list[str] | None = None) -> list[tuple[Any, ...]]:
+    """(rater, task, judgements, files) for the given raters (all when None), straight from the table."""
+    sql = "SELECT rater, task, count(*), count(DISTINCT source_file) FROM human_judgements"
+    if raters is not None:
+        sql += " WHERE list_contains($raters, rater)"
+    return con.execute(sql + " GROUP BY ALL ORDER BY ALL", {"raters": raters} if raters is not None else {}).fetchall()
 
 
 def uri(rkey: str | int, did: str = DID) -> str:

@@ -129,7 +129,11 @@ feed_followup_job = define_asset_job(
 def snapshot_request(now: datetime) -> RunRequest:
     """The run a sensor tick asks for: today's snapshot partition, keyed by the minute (one run per tick)."""
     now = now.astimezone(UTC)
-    return RunRequest(run_key=now.strftime("%Y-%m-%dT%H:%M"), partition_key=now.date().isoformat())
+    return RunRequest(
+        run_key=now.strftime("%Y-%m-%dT%H:%M"),
+        partition_key=now.date().isoformat(),
+        run_config={"execution": {"config": {"in_process": {}}}},
+    )
 
 
 @sensor(job=feed_job, minimum_interval_seconds=2 * 3600, default_status=DefaultSensorStatus.STOPPED)

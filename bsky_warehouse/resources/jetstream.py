@@ -478,6 +478,16 @@ class JetstreamSource(ConfigurableResource):
     zstd_dictionary: str | None = Field(default=None, description="Jetstream's published zstd dictionary file.")
     retention_hours: float = Field(default=36, description="How far back Jetstream can replay.")
 
+    @classmethod
+    def from_host(cls, value: str, **options: Any) -> JetstreamSource:
+        """`host[:port]` or `wss://host` (TLS), or `ws://127.0.0.1:6008` for a local replay server, as a resource."""
+        scheme, sep, host = value.rstrip("/").partition("://")
+        if not sep:
+            scheme, host = "wss", scheme
+        if scheme not in ("ws", "wss") or not host or "/" in host:
+            raise ValueError(f"Jetstream host {value!r} must look like host[:port], wss://host or ws://host:port")
+        return cls(host=host, secure=scheme == "wss", **options)
+
     def replay_day(self, day: date, spool_dir: Path) -> CollectStats:
         """Collect the whole UTC day into `spool_dir/<day>/`, replacing an earlier spool of it."""
         return collect_day(
