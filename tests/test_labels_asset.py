@@ -8,7 +8,7 @@ from datetime import date
 
 import duckdb
 import pytest
-from dagster import DagsterInstance
+from dagster import AssetKey, DagsterInstance
 
 from bsky_warehouse.cli import LABEL_DBT, SAMPLE_WINDOW, recorded_labels_config
 from bsky_warehouse.evaluation import HAND_LABEL_SEED, _hand_labels, labeler_agreement, task_pairs
@@ -43,7 +43,8 @@ def labeled_db(tmp_path_factory):
 def direct_from_pilot_csv(model: str, uris: set[str]) -> dict[str, tuple[float, int]]:
     """The recorded labelers' accuracy computed straight from the pilot's file, on the posts in the warehouse.
 
-    As the import does, an ideology the model gave a post it called non-sociopolitical is a placeholder.
+    Ideology: every post hand-labelled civic with a hand ideology; an ideology the model gave a post it called
+    non-sociopolitical is a placeholder, so that post is a miss (`none`). The conditional figure is its own task.
     """
     handle_to_did = {}
     with (REFERENCE_DIR / "pilot_posts_perspective.csv").open(newline="", encoding="utf-8") as fh:
@@ -60,9 +61,12 @@ def direct_from_pilot_csv(model: str, uris: set[str]) -> dict[str, tuple[float, 
                 truth["sociopolitical"].append(CIVIC[hand])
                 pred["sociopolitical"].append(CIVIC[said])
             ideology = row[ideology_col] if said == "civic" else ""
-            if hand == "civic" and row["political_ideology_hand_label"] and ideology:
+            if hand == "civic" and row["political_ideology_hand_label"]:
                 truth["ideology"].append(IDEOLOGY[row["political_ideology_hand_label"]])
-                pred["ideology"].append(IDEOLOGY[ideology])
+                pred["ideology"].append(IDEOLOGY[ideology] if ideology else "none")
+            if hand == "civic" and row["political_ideology_hand_label"] and ideology:
+                truth["ideology_given_sociopolitical"].append(IDEOLOGY[row["political_ideology_hand_label"]])
+                pred["ideology_given_sociopolitical"].append(IDEOLOGY[ideology])
     del handle_to_did
     return {task: (accuracy(truth[task], pred[task]), len(truth[task])) for task in truth}
 
@@ -73,7 +77,7 @@ def test_eval_reproduces_the_recorded_labelers_accuracies(labeled_db):
     uris = {r[0] for r in con.execute("SELECT uri FROM cleaned_posts").fetchall()}
     con.close()
     assert {(r["model"], r["task"]) for r in rows} == {
-        (m, t) for m in RECORDED_MODELS for t in ("sociopolitical", "ideology")
+        (m, t) for m in RECORDED_MODELS for t in ("sociopolitical", "ideology", "ideology_given_sociopolitical")
     }
     for row in rows:
         expected_accuracy, expected_n = direct_from_pilot_csv(row["model"], uris)[row["task"]]
@@ -100,7 +104,7 @@ def test_labeler_agreement_mart_matches_python_per_day(labeled_db):
         truth, predicted = task_pairs(labels, hand)[task]
         assert n == len(truth)
         assert acc == pytest.approx(accuracy(truth, predicted))
-        assert f1 == pytest.approx(macro_f1(truth, predicted))
+        assert f1 == pytest.approx(macro_f1(truth, predicted, labels=sorted((set(truth) | set(predicted)) - {"none"})))
     con.close()
 
 
@@ -142,3 +146,22 @@ def test_openai_labeler_through_the_asset_records_failures_and_never_reasks(tmp_
     assert rows["garbled"][0] == "failed" and rows["garbled"][1] == "invalid_json"
     assert rows["flaky"][0] == "ok" and rows["throttled"][0] == "ok"
     assert {r[4] for r in rows.values()} == {"test-model"} and {r[5] for r in rows.values()} == {PROMPT_VERSION}
+
+
+def test_without_an_llm_the_daily_labels_step_is_skipped_visibly_and_the_marts_still_build(tmp_path):
+    """A backfill of the daily job on a warehouse with no LLM: labels say why they were skipped, nothing fails."""
+    db = str(tmp_path / "wh.duckdb")
+    instance = DagsterInstance.ephemeral()
+    result = run_window(
+        DayWindow.for_day(date(2024, 3, 12)), instance, db_path=db, archive_dir=str(SAMPLE_DIR),
+        assets=[*INGEST, "llm_labels", *LABEL_DBT], resources={"llm_openai": OpenAILabelerResource(model="")},
+    )  # fmt: skip
+    assert result["success"], result["failures"]
+    assert {"llm_labels", *LABEL_DBT} <= set(result["assets_materialized"])
+    event = instance.get_latest_materialization_event(AssetKey("llm_labels"))
+    metadata = {key: value.value for key, value in event.asset_materialization.metadata.items()}
+    assert metadata["labeled"] == 0 and "set LLM_MODEL" in metadata["skipped"]
+    con = duckdb.connect(db, read_only=True)
+    assert con.execute("SELECT count(*) FROM llm_labels").fetchall() == [(0,)]
+    assert con.execute("SELECT count(*) FROM cleaned_posts").fetchall()[0][0] > 0
+    con.close()

@@ -37,6 +37,16 @@ class LabelsConfig(Config):
     retry_failed: bool = Field(default=True, description="Re-ask rows that failed with `api_error`.")
 
 
+def unconfigured_reason(config: LabelsConfig, openai: OpenAILabelerResource, vllm: VLLMLabelerResource) -> str | None:
+    """Why an LLM labeler cannot run here, or None. The daily job includes labels, but a warehouse without an LLM
+    is a normal setup: a backfill of that job must build everything else, and say why labels were skipped."""
+    if config.labeler == "openai" and not openai.model:
+        return "no LLM configured: set LLM_MODEL (and LLM_BASE_URL for your server), or choose labeler vllm/import"
+    if config.labeler == "vllm" and not vllm.model:
+        return "no local model configured for labeler 'vllm': set VLLM_MODEL"
+    return None
+
+
 def resolve_labeler(config: LabelsConfig, openai: OpenAILabelerResource, vllm: VLLMLabelerResource) -> Labeler:
     if config.labeler == "openai":
         if not openai.model:
@@ -90,6 +100,10 @@ def llm_labels(
     llm_openai: OpenAILabelerResource,
     llm_vllm: VLLMLabelerResource,
 ) -> MaterializeResult:
+    skipped = unconfigured_reason(config, llm_openai, llm_vllm)
+    if skipped:
+        context.log.warning(f"llm_labels skipped: {skipped}")
+        return MaterializeResult(metadata={"skipped": skipped, "labeler": config.labeler, "labeled": 0})
     labeler = resolve_labeler(config, llm_openai, llm_vllm)
 
     def work(posts, emit):
