@@ -57,6 +57,7 @@ docs: manifest
 bench: $(STAMP) $(VENV)/.installed-topics
 	$(BIN)/python bench/ingest.py --posts 1000000 --json
 	$(BIN)/python bench/dedupe_scaling.py --days 30 --posts-per-day 50000 --json
+	$(BIN)/python bench/archive_scaling.py --days 30 --posts-per-day 50000 --json
 	$(BIN)/python bench/perspective_qps.py --qps 50 --posts 1500 --json
 	$(BIN)/python bench/llm_client.py --json
 	$(BIN)/python bench/topics.py --posts 5000 --json

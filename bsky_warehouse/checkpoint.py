@@ -4,14 +4,24 @@ Results are appended to a JSONL file as each one arrives, flushed at once (so a 
 them) and fsynced in small batches (so a crashed machine loses at most a batch). The warehouse is touched only
 in two short transactions: reading what is already done, and merging the checkpoint in. A re-run reads both
 and never pays again for a finished row.
+
+Two runs of the same partition at once (a backfill launched twice, a retry beside a run that is still going)
+would share the checkpoint file: the first one's discard would delete it under the second, losing what the
+second paid for, and the second would pay again for what the first had done. So a run claims the partition's
+checkpoint (an exclusive lock file beside it) for the whole read, work, merge and discard; a second run waits
+for the first and then finds the work done, or fails after `timeout_s` naming the partition.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
+import logging
 import os
 import re
-from collections.abc import Iterable, Mapping
+import time
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any
@@ -21,6 +31,42 @@ import duckdb
 from bsky_warehouse.resources.warehouse import transaction
 
 FSYNC_EVERY = 64
+log = logging.getLogger(__name__)
+
+
+class PartitionBusy(RuntimeError):
+    """Another run held the partition's checkpoint for longer than this run was willing to wait."""
+
+
+@contextmanager
+def claim(lock_path: Path, what: str, timeout_s: float, poll_s: float = 0.2) -> Iterator[None]:
+    """Hold an exclusive lock on `lock_path` (an flock, so a killed holder releases it), waiting up to
+    `timeout_s` for another holder. The lock file stays: removing it would let two runs lock different files."""
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        deadline = time.monotonic() + timeout_s
+        announced = False
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise PartitionBusy(
+                        f"{what} is being worked on by another run (lock {lock_path}); waited {timeout_s:.0f}s. "
+                        "Let that run finish, then run this partition again: nothing it paid for is lost."
+                    ) from None
+                if not announced:
+                    log.warning("%s is being worked on by another run: waiting for it to finish", what)
+                    announced = True
+                time.sleep(poll_s)
+        try:
+            yield
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
 
 
 def _slug(value: str) -> str:
@@ -42,6 +88,10 @@ class Checkpoint:
         self.path = root / table / "__".join(_slug(p) for p in producer) / f"{name}.jsonl"
         self._fh: Any = None
         self._unsynced = 0
+
+    @property
+    def lock_path(self) -> Path:
+        return self.path.with_name(self.path.name + ".lock")
 
     def rows(self) -> dict[str, dict[str, Any]]:
         """Rows already checkpointed, by uri; a torn last line (killed mid-write) is ignored."""
@@ -157,6 +207,23 @@ def run_partition(
     a stored row to count as done (a new scorer version redoes the day). `work(posts, emit)` calls
     `emit(uri, columns)` once per post.
     """
+    checkpoint = Checkpoint(warehouse.staging_dir, table, [*producer.values(), *version.values()], day)
+    what = f"{table} for partition {day} ({', '.join(f'{k}={v}' for k, v in producer.items())})"
+    with claim(checkpoint.lock_path, what, warehouse.lock_timeout_s):
+        return _run_claimed(warehouse, table, day, producer, version, work, retry_failed, checkpoint)
+
+
+def _run_claimed(
+    warehouse: Any,
+    table: str,
+    day: date,
+    producer: Mapping[str, str],
+    version: Mapping[str, str],
+    work: Any,
+    retry_failed: bool,
+    checkpoint: Checkpoint,
+) -> dict[str, Any]:
+    """run_partition's body, while this run alone holds the partition's checkpoint."""
     from bsky_warehouse.records import PostText
 
     version_match = " AND ".join(f"{c} = ${c}" for c in (*producer, *version))
@@ -169,7 +236,6 @@ def run_partition(
                 ORDER BY uri""",
             {"day": day, **producer, **version},
         ).fetchall()
-    checkpoint = Checkpoint(warehouse.staging_dir, table, [*producer.values(), *version.values()], day)
     resumed = checkpoint.rows()
     todo = [PostText(uri, text, tuple(langs)) for uri, text, langs in eligible if uri not in resumed]
     fixed = {**producer, **version, "partition_date": day}

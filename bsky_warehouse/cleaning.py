@@ -3,16 +3,19 @@
 The earliest partition that holds a uri owns it, whatever order partitions are run in: a day skips uris an
 earlier day already holds and takes over uris a later day held (their downstream rows go with them). Deleted
 posts never enter. Filters are recorded in `passes_filters` / `filter_reason`, never applied by dropping rows.
+A take-over, or any uri the day gains or loses, changes other days' marts: those days are recorded in
+`stale_mart_days` in the same transaction (cross_day.py), for the dbt step to rebuild.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
 import duckdb
 
+from bsky_warehouse import cross_day
 from bsky_warehouse.resources.warehouse import transaction
 from bsky_warehouse.schema import POST_DERIVED_TABLES
 
@@ -54,6 +57,8 @@ class CleanStats:
     cleaned: int
     passing: int
     filtered: dict[str, int]
+    taken_from_days: list[date] = field(default_factory=list)
+    other_days_changed: list[date] = field(default_factory=list)
 
     def metadata(self) -> dict[str, Any]:
         return {
@@ -64,6 +69,8 @@ class CleanStats:
             "cleaned_posts_out": self.cleaned,
             "passing_filters": self.passing,
             "filtered_by_reason": self.filtered,
+            "taken_over_from_days": [d.isoformat() for d in self.taken_from_days],
+            "other_days_changed": [d.isoformat() for d in self.other_days_changed],
         }
 
 
@@ -71,6 +78,7 @@ def clean_day(con: duckdb.DuckDBPyConnection, day: date, rules: FilterRules) -> 
     """Replace `cleaned_posts` for `day` in one transaction and report where every raw post went."""
     key = {"day": day}
     with transaction(con):
+        cross_day.snapshot_owned(con, day)
         con.execute("DELETE FROM cleaned_posts WHERE partition_date = $day", key)
         # One row per uri for the day even when several sources delivered it.
         con.execute(
@@ -88,13 +96,12 @@ def clean_day(con: duckdb.DuckDBPyConnection, day: date, rules: FilterRules) -> 
                (SELECT uri FROM clean_candidates WHERE NOT is_deleted AND NOT is_duplicate)""",
             key,
         ).fetchall()[0][0]
+        taken_from: list[date] = []
         if taken:
+            owned = "SELECT uri FROM clean_candidates WHERE NOT is_deleted AND NOT is_duplicate"
+            taken_from = cross_day.record_take_overs(con, day, owned)
             for table in POST_DERIVED_TABLES:
-                con.execute(
-                    f"""DELETE FROM {table} WHERE partition_date > $day AND uri IN
-                        (SELECT uri FROM clean_candidates WHERE NOT is_deleted AND NOT is_duplicate)""",
-                    key,
-                )
+                con.execute(f"DELETE FROM {table} WHERE partition_date > $day AND uri IN ({owned})", key)
         con.execute(
             f"""INSERT INTO cleaned_posts BY NAME
                 SELECT * EXCLUDE (is_deleted, is_duplicate, filter_reason),
@@ -108,6 +115,7 @@ def clean_day(con: duckdb.DuckDBPyConnection, day: date, rules: FilterRules) -> 
                 WHERE NOT is_deleted AND NOT is_duplicate""",
             rules.params(),
         )
+        changed = sorted(set(taken_from) | set(cross_day.record_owner_changes(con, day)))
     candidates, duplicates, deleted = con.execute(
         """SELECT count(*), count(*) FILTER (WHERE is_duplicate AND NOT is_deleted), count(*) FILTER (WHERE is_deleted)
            FROM clean_candidates"""
@@ -123,4 +131,4 @@ def clean_day(con: duckdb.DuckDBPyConnection, day: date, rules: FilterRules) -> 
             key,
         ).fetchall()
     )
-    return CleanStats(candidates, duplicates, deleted, taken, cleaned, passing, filtered)
+    return CleanStats(candidates, duplicates, deleted, taken, cleaned, passing, filtered, taken_from, changed)

@@ -31,8 +31,9 @@ STAGING_DBT = ["stg_raw_posts", "stg_rejected_records", "stg_post_deletions", "s
 # Marts that read scores or labels; each demo step rebuilds the ones its new rows feed.
 TOXICITY_DBT = [*STAGING_DBT, "scorer_agreement", "daily_toxicity_summary", "toxicity_by_ideology",
                 "author_profiles", "pipeline_coverage"]  # fmt: skip
-LABEL_DBT = [*STAGING_DBT, "reference_hand_labels", "labeler_agreement", "daily_sociopolitical_summary",
-             "toxicity_by_ideology", "author_profiles", "pipeline_coverage"]  # fmt: skip
+LABEL_DBT = [*STAGING_DBT, "reference_hand_labels", "labeler_agreement", "labeler_agreement_total",
+             "daily_sociopolitical_summary", "toxicity_by_ideology", "author_profiles",
+             "pipeline_coverage"]  # fmt: skip
 AUDIT_DBT = [*STAGING_DBT, "stg_human_judgements", "stg_post_topics", "audit_judged_posts", "audit_by_topic"]
 # The 2024 pilot's hand labels, imported as one rater's judgements.
 REFERENCE_RATER = "bluesky-research-2024"
@@ -99,9 +100,11 @@ def demo_runs(
 ) -> list[dict[str, Any]]:
     """The demo: ingest, clean and the offline default scorer; then the 2024 reference Perspective scores; then
     the recorded GPT-4 and Llama-3 labels (or, with LLM_MODEL set, the configured OpenAI-compatible server);
-    then the audit: the pilot's hand labels as judgements, embeddings and topics, the audit marts, each
+    then the audit: the pilot's hand labels as judgements, embeddings and topics, the audit marts; the
+    distilled Perspective scorer fitted on the 2024 reference scores and scoring every eligible post; each
     recorded labeler calibrated to the hand labels, and the report of the last day."""
-    from bsky_warehouse.pipeline import run_calibration_job, run_window
+    from bsky_warehouse.distill import SCORER_NAME
+    from bsky_warehouse.pipeline import run_calibration_job, run_job, run_window
     from bsky_warehouse.resources.reference_labels import RECORDED_MODELS
 
     def run(assets: list[str], run_config: dict[str, Any] | None = None, **kwargs: Any) -> dict[str, Any]:
@@ -121,6 +124,11 @@ def demo_runs(
     runs.extend(run(["llm_labels", *LABEL_DBT], run_config) for run_config in label_runs)
     import_reference_judgements()
     runs.append(run(["post_embeddings", "post_topics", *AUDIT_DBT]))
+    distill_config = {"ops": {"distilled_models": {"config": {"training_scorers": [REFERENCE_SCORER]}}}}
+    runs.append(run_job("distill_perspective", instance, run_config=distill_config, raise_on_error=raise_on_error,
+                        log_level=log_level))  # fmt: skip
+    distilled_scores = {"ops": {"toxicity_scores": {"config": {"scorer": SCORER_NAME}}}}
+    runs.append(run(["toxicity_scores", *TOXICITY_DBT], distilled_scores))
     labelers = [f"labeler:openai/{os.environ['LLM_MODEL']}"] if os.environ.get("LLM_MODEL") else [
         f"labeler:import/{model}" for model in RECORDED_MODELS]  # fmt: skip
     for system in labelers:
@@ -158,9 +166,14 @@ def warehouse_summary() -> dict[str, Any]:
                         for row in con.execute(
             """SELECT rater, task, system, features, cv_error_system, cv_error_calibrated FROM rater_calibrations
                ORDER BY ALL""").fetchall()]  # fmt: skip
+        distilled: dict[str, dict[str, Any]] = {}
+        for version, attribute, n, rho in con.execute(
+            "SELECT model_version, attribute, n_train, round(cv_spearman, 3) FROM distilled_models ORDER BY ALL"
+        ).fetchall():
+            distilled.setdefault(version, {})[attribute.removeprefix("prob_")] = {"n": n, "cv_spearman": rho}
     return {"tables": counts, "days_with_posts": days, "toxicity_rows_by_scorer": scorers,
             "label_rows_by_labeler": labelers, "judgements_by_rater_task": judgements, "topic_models": topics,
-            "calibrations": calibrations}  # fmt: skip
+            "calibrations": calibrations, "distilled_models": distilled}  # fmt: skip
 
 
 def cmd_prepare(_: argparse.Namespace) -> int:
@@ -187,6 +200,19 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_materialize(args: argparse.Namespace) -> int:
+    from datetime import UTC, datetime
+
+    from bsky_warehouse.partitions import partition_start_date
+    from bsky_warehouse.preflight import materialize_problems
+
+    problems = materialize_problems(
+        start=args.start, end=args.end, archive=args.archive, scorer=args.scorer, labeler=args.labeler,
+        env=os.environ, first_day=partition_start_date(), today=datetime.now(UTC).date(),
+    )  # fmt: skip
+    if problems:
+        for problem in problems:
+            print(f"error: {problem}", file=sys.stderr)
+        return 2
     from bsky_warehouse.pipeline import run_window
 
     prepare_manifest()
@@ -252,30 +278,83 @@ def cmd_docs(args: argparse.Namespace) -> int:
 
 
 def cmd_eval_scorers(args: argparse.Namespace) -> int:
-    from bsky_warehouse.evaluation import scorer_agreement
+    from bsky_warehouse.evaluation import scorer_agreement, with_scorer_intervals
+    from bsky_warehouse.metrics import BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED
 
     with _warehouse().connect() as con:
-        rows = scorer_agreement(con, reference=args.reference)
+        rows = rounded(with_scorer_intervals(con, scorer_agreement(con, reference=args.reference)))
     if args.json:
-        print(json.dumps({"scorers": rows}))
+        print(json.dumps({"scorers": rows, "intervals": {
+            "pearson, spearman, auc": "percentile bootstrap 95%", "bootstrap_resamples": BOOTSTRAP_RESAMPLES,
+            "bootstrap_seed": BOOTSTRAP_SEED}}))  # fmt: skip
     else:
         for r in rows:
             print(f"{r['scorer']:>24} vs {r['reference']}: {r['attribute']:<18} n={r['n']:<5} "
-                  f"pearson={r['pearson']} spearman={r['spearman']} auc={r['auc']}")  # fmt: skip
+                  f"pearson={r['pearson']} {r['pearson_ci']} spearman={r['spearman']} {r['spearman_ci']} "
+                  f"auc={r['auc']} {r['auc_ci']} "
+                  f"({r['evaluated_on']}, {r['n_out_of_fold']} out of fold)")  # fmt: skip
     return 0
+
+
+def rounded(value: Any, places: int = 3) -> Any:
+    """`eval` output to 3 decimals (floats inside lists and dicts too): more digits than a few hundred posts
+    can support would read as precision the figures do not have. A p-value keeps 3 significant digits
+    instead, since 1e-9 rounded to 0.0 would claim certainty."""
+    if isinstance(value, float):
+        return round(value, places)
+    if isinstance(value, dict):
+        return {k: float(f"{v:.3g}") if k == "p_value" and isinstance(v, float) else rounded(v, places)
+                for k, v in value.items()}  # fmt: skip
+    if isinstance(value, list | tuple):
+        return [rounded(v, places) for v in value]
+    return value
 
 
 def cmd_eval_labels(args: argparse.Namespace) -> int:
     from bsky_warehouse.evaluation import labeler_agreement
+    from bsky_warehouse.metrics import BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED
 
     with _warehouse().connect() as con:
-        rows = labeler_agreement(con)
+        rows = rounded(labeler_agreement(con))
     if args.json:
-        print(json.dumps({"labelers": rows}))
+        print(json.dumps({"labelers": rows, "intervals": {
+            "accuracy": "wilson 95%", "macro_f1": "percentile bootstrap 95%",
+            "bootstrap_resamples": BOOTSTRAP_RESAMPLES, "bootstrap_seed": BOOTSTRAP_SEED}}))  # fmt: skip
     else:
         for r in rows:
-            print(f"{r['labeler']}/{r['model']:<14} {r['task']:<15} n={r['n']:<4} "
-                  f"accuracy={r['accuracy']} macro_f1={r['macro_f1']}")  # fmt: skip
+            print(f"{r['labeler']}/{r['model']:<14} {r['task']:<29} n={r['n']:<4} "
+                  f"accuracy={r['accuracy']} [{r['accuracy_ci_low']}, {r['accuracy_ci_high']}] "
+                  f"macro_f1={r['macro_f1']} [{r['macro_f1_ci_low']}, {r['macro_f1_ci_high']}]")  # fmt: skip
+    return 0
+
+
+def cmd_eval_compare(args: argparse.Namespace) -> int:
+    """Two systems on the same posts: labelers (`labeler/model`) on a labeler task with McNemar's exact test,
+    scorers (`scorer:name` or a bare name) on an attribute with a paired bootstrap of their Spearman."""
+    from bsky_warehouse.evaluation import LABELER_TASKS, compare_labelers, compare_scorers
+
+    with _warehouse().connect() as con:
+        try:
+            if args.task in LABELER_TASKS:
+                result = compare_labelers(con, args.a, args.b, args.task)
+            else:
+                result = compare_scorers(con, args.a, args.b, args.task, reference=args.reference)
+        except ValueError as exc:
+            print(f"eval compare: {exc}", file=sys.stderr)
+            return 2
+    result = rounded(result)
+    if args.json:
+        print(json.dumps(result))
+    elif result["test"] == "mcnemar_exact":
+        print(f"{result['task']}: {result['a']} {result['accuracy_a']} {result['accuracy_a_ci']} vs {result['b']} "
+              f"{result['accuracy_b']} {result['accuracy_b_ci']} on n={result['n']} posts both answered; "
+              f"difference {result['difference']} ({result['a_only_correct']} only A right, "
+              f"{result['b_only_correct']} only B right), McNemar exact p={result['p_value']}")  # fmt: skip
+    else:
+        print(f"{result['attribute']} vs {result['reference']}: {result['a']} spearman {result['spearman_a']} vs "
+              f"{result['b']} {result['spearman_b']} on n={result['n']}; difference {result['difference']} "
+              f"{result['difference_ci']} (paired bootstrap, {result['resamples']} resamples), "
+              f"p={result['p_value']}")  # fmt: skip
     return 0
 
 
@@ -508,6 +587,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bsky-warehouse", description=__doc__)
+    parser.add_argument("--debug", action="store_true", help="show the full traceback when a command fails")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("prepare", help="parse the dbt project (needed before the definitions load)").set_defaults(
         func=cmd_prepare
@@ -521,7 +601,9 @@ def build_parser() -> argparse.ArgumentParser:
     mat = sub.add_parser("materialize", help="materialize a day or a range of days from an archive directory")
     mat.add_argument("--start", required=True, help="first day, YYYY-MM-DD")
     mat.add_argument("--end", help="day after the last (exclusive); default: one day")
-    mat.add_argument("--archive", default=str(SAMPLE_DIR))
+    mat.add_argument(
+        "--archive", default=str(SAMPLE_DIR), help="directory of Jetstream JSONL dumps (default: the sample)"
+    )
     mat.add_argument("--scorer", help="toxicity scorer for this run (default: profanity-check)")
     mat.add_argument("--labeler", help="also label: openai (LLM_BASE_URL, LLM_MODEL) or vllm (VLLM_MODEL)")
     mat.set_defaults(func=cmd_materialize)
@@ -566,6 +648,15 @@ def build_parser() -> argparse.ArgumentParser:
     ev_labels = ev_sub.add_parser("labels", help="accuracy of each labeler against the reference hand labels")
     ev_labels.add_argument("--json", action="store_true")
     ev_labels.set_defaults(func=cmd_eval_labels)
+    ev_compare = ev_sub.add_parser("compare", help="two labelers or two scorers, paired on the posts both answered")
+    ev_compare.add_argument("a", help="labeler/model (e.g. import/gpt-4) or scorer:name")
+    ev_compare.add_argument("b", help="the other system, of the same kind")
+    ev_compare.add_argument("--task", required=True,
+                            help="sociopolitical, ideology or ideology_given_sociopolitical for labelers; "
+                            "an attribute (e.g. toxicity) for scorers")  # fmt: skip
+    ev_compare.add_argument("--reference", default=REFERENCE_SCORER, help="reference scorer (scorer comparisons)")
+    ev_compare.add_argument("--json", action="store_true")
+    ev_compare.set_defaults(func=cmd_eval_compare)
 
     imp = sub.add_parser("import", help="import data made elsewhere into the warehouse")
     imp_sub = imp.add_subparsers(dest="what", required=True)
@@ -620,8 +711,26 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     warnings.filterwarnings("ignore", category=BetaWarning)
     warnings.filterwarnings("ignore", category=PreviewWarning)
-    args = build_parser().parse_args(argv)
-    return args.func(args)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.debug:
+        return args.func(args)
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as err:  # one line, not a traceback: --debug shows it
+        print(f"error: {one_line(err)} (run with --debug for the traceback)", file=sys.stderr)
+        return 2
+
+
+def one_line(err: BaseException) -> str:
+    """The innermost cause of an error chain, as one line."""
+    while err.__cause__ is not None:
+        err = err.__cause__
+    text = " ".join(str(err).split()) or type(err).__name__
+    return text if len(text) <= 400 else text[:397] + "..."
 
 
 if __name__ == "__main__":

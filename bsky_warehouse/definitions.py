@@ -5,10 +5,8 @@ from typing import Any
 
 from dagster import (
     AssetSelection,
-    DefaultScheduleStatus,
     Definitions,
     EnvVar,
-    build_schedule_from_partitioned_job,
     define_asset_job,
 )
 
@@ -17,6 +15,7 @@ from bsky_warehouse.assets.authors import author_posts, author_scan_job, author_
 from bsky_warehouse.assets.calibration import calibration_job, calibration_selection, rater_calibrations
 from bsky_warehouse.assets.clean import cleaned_posts
 from bsky_warehouse.assets.dbt import dbt_author_models, dbt_models, dbt_resource
+from bsky_warehouse.assets.distill import distill_job, distill_selection, distilled_models
 from bsky_warehouse.assets.feeds import (
     feed_followup_job,
     feed_followup_sensor,
@@ -24,9 +23,10 @@ from bsky_warehouse.assets.feeds import (
     feed_snapshot_sensor,
     feed_snapshots,
 )
-from bsky_warehouse.assets.ingest import archive_ingest
+from bsky_warehouse.assets.ingest import archive_files_asset, archive_followup_sensor, archive_ingest
 from bsky_warehouse.assets.llm_labels import llm_labels
 from bsky_warehouse.assets.operations import (
+    build_daily_schedule,
     freshness_checks,
     freshness_sensor,
     record_failed_runs,
@@ -44,14 +44,16 @@ from bsky_warehouse.resources.llm import OpenAILabelerResource, VLLMLabelerResou
 from bsky_warehouse.resources.perspective import PerspectiveResource
 from bsky_warehouse.resources.warehouse import WarehouseResource
 
-ASSETS = [archive_ingest, feed_snapshots, cleaned_posts, toxicity_scores, llm_labels, dbt_models]
+ASSETS = [archive_files_asset, archive_ingest, feed_snapshots, cleaned_posts, toxicity_scores, llm_labels, dbt_models]
 ASSETS += [author_posts, author_toxicity_scores, dbt_author_models]
 ASSETS += [post_embeddings, post_topics]
 ASSETS += [rater_calibrations, daily_report]
+ASSETS += [distilled_models]
 PYTHON_TABLES = {key.to_user_string() for a in ASSETS if a not in (dbt_models, dbt_author_models) for key in a.keys}
 
 # Author scans have their own partitions (one per account) and their own job.
 # A calibration is asked for by a rater (run config names who), so it has its own job too.
+# A distilled scorer is fitted when asked for (each fit is a stored version), in its own job.
 # Feed snapshots are partitioned by the day they are taken (today included) and run from their own sensor.
 # Freshness checks are evaluated by their own sensor against the clock, never as a step of a run.
 freshness_selection = AssetSelection.checks(*freshness_checks)
@@ -60,6 +62,7 @@ warehouse_job = define_asset_job(
     selection=AssetSelection.all()
     - author_selection
     - calibration_selection
+    - distill_selection
     - AssetSelection.assets(feed_snapshots)
     - freshness_selection,
 )
@@ -70,12 +73,11 @@ scheduled_job = define_asset_job(
     selection=AssetSelection.all()
     - author_selection
     - calibration_selection
+    - distill_selection
     - AssetSelection.assets("llm_labels", "feed_snapshots")
     - freshness_selection,
 )
-daily_schedule = build_schedule_from_partitioned_job(
-    scheduled_job, hour_of_day=2, default_status=DefaultScheduleStatus.STOPPED
-)
+daily_schedule = build_daily_schedule(scheduled_job)
 
 
 def perspective_resource() -> PerspectiveResource:
@@ -102,7 +104,10 @@ def default_resources() -> dict[str, Any]:
     return {
         "warehouse": WarehouseResource(),
         "archive": ArchiveSource(),
-        "jetstream": JetstreamSource(host=os.environ.get("BSKY_JETSTREAM_HOST", JETSTREAM_HOST)),
+        "jetstream": JetstreamSource.from_host(
+            os.environ.get("BSKY_JETSTREAM_HOST", JETSTREAM_HOST),
+            retention_hours=float(os.environ.get("BSKY_JETSTREAM_RETENTION_HOURS", "36")),
+        ),
         "perspective": perspective_resource(),
         "llm_openai": openai_labeler_resource(),
         "llm_vllm": VLLMLabelerResource(model=os.environ.get("VLLM_MODEL", "")),
@@ -116,11 +121,12 @@ def build_definitions(**overrides: Any) -> Definitions:
     return Definitions(
         assets=[*ASSETS, human_judgements],
         asset_checks=[*build_asset_checks(PYTHON_TABLES), *freshness_checks],
-        jobs=[warehouse_job, scheduled_job, feed_job, feed_followup_job, author_scan_job, calibration_job],
+        jobs=[warehouse_job, scheduled_job, feed_job, feed_followup_job, author_scan_job, calibration_job, distill_job],
         schedules=[daily_schedule],
         sensors=[
             feed_snapshot_sensor,
             feed_followup_sensor,
+            archive_followup_sensor,
             freshness_sensor,
             record_failed_runs,
             resolve_incidents_on_success,

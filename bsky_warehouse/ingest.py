@@ -82,10 +82,15 @@ def _flush(con: duckdb.DuckDBPyConnection, table: str, rows: list[dict[str, Any]
         rows.clear()
 
 
-def stage_lines(con: duckdb.DuckDBPyConnection, lines: Iterable[tuple[str, int, bytes, Outcome]]) -> IngestStats:
-    """Parse outcomes into temp staging tables, in chunks."""
+def create_stage_tables(con: duckdb.DuckDBPyConnection) -> None:
+    """Empty temp staging tables for one day (the archive index fills the same ones from its spool)."""
     for ddl in _STAGE_DDL:
         con.execute(ddl)
+
+
+def stage_lines(con: duckdb.DuckDBPyConnection, lines: Iterable[tuple[str, int, bytes, Outcome]]) -> IngestStats:
+    """Parse outcomes into temp staging tables, in chunks."""
+    create_stage_tables(con)
     stats = IngestStats()
     posts: list[dict[str, Any]] = []
     deletes: list[dict[str, Any]] = []

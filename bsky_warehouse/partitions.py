@@ -10,6 +10,7 @@ import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
+from typing import Any
 
 from dagster import DailyPartitionsDefinition, TimeWindow
 
@@ -46,6 +47,24 @@ class DayWindow:
     def dbt_vars(self) -> dict[str, str]:
         """The `--vars` the incremental dbt models filter on."""
         return {"min_date": self.start.isoformat(), "max_date": self.end.isoformat()}
+
+
+def rebuild_days(window: DayWindow, recorded: Iterable[date]) -> list[date]:
+    """The days a dbt build must replace: the run's own window plus every day a cross-day change left stale
+    (recorded in `stale_mart_days`), so the marts equal a full rebuild after the run."""
+    return sorted(set(window.days()) | set(recorded))
+
+
+def dbt_vars_for_days(days: Iterable[date]) -> dict[str, Any]:
+    """`--vars` selecting exactly these days: the half-open hull as `min_date`/`max_date` (what the models
+    filter on, and what DuckDB prunes by), plus the `days` list only when the set has gaps."""
+    wanted = sorted(set(days))
+    if not wanted:
+        raise ValueError("a dbt build needs at least one day")
+    hull = DayWindow(wanted[0], wanted[-1] + timedelta(days=1))
+    if len(hull.days()) == len(wanted):
+        return hull.dbt_vars()
+    return {**hull.dbt_vars(), "days": [d.isoformat() for d in wanted]}
 
 
 def day_of(moment: datetime) -> date:

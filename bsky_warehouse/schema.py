@@ -72,6 +72,37 @@ TABLES: dict[str, str] = {
             partition_date DATE NOT NULL,
             {_PROBS}
         )""",
+    # Days whose marts a write to another day made stale (a delete purging an earlier day's post, a take-over,
+    # a uri changing owner), recorded in the same transaction as the change; the dbt step rebuilds them with its
+    # own window and then clears them (cross_day.py).
+    "stale_mart_days": """
+        CREATE TABLE IF NOT EXISTS stale_mart_days (
+            day DATE NOT NULL,
+            cause VARCHAR NOT NULL,
+            changed_by_day DATE NOT NULL,
+            recorded_at TIMESTAMPTZ NOT NULL
+        )""",
+    # One row per indexed archive file: its fingerprint and what its lines became; the lines themselves are in
+    # the per-day Parquet spool under `<db>.staging/archive_index/` (archive_index.py).
+    "archive_files": """
+        CREATE TABLE IF NOT EXISTS archive_files (
+            source VARCHAR NOT NULL,
+            archive VARCHAR NOT NULL,
+            file VARCHAR NOT NULL,
+            file_key VARCHAR NOT NULL,
+            size BIGINT,
+            mtime_ns BIGINT,
+            fingerprint VARCHAR NOT NULL,
+            lines BIGINT NOT NULL,
+            posts BIGINT NOT NULL,
+            deletes BIGINT NOT NULL,
+            rejects BIGINT NOT NULL,
+            ignored BIGINT NOT NULL,
+            undated BIGINT NOT NULL,
+            days DATE[] NOT NULL,
+            pruned BOOLEAN NOT NULL,
+            indexed_at TIMESTAMPTZ NOT NULL
+        )""",
     "feed_snapshots": """
         CREATE TABLE IF NOT EXISTS feed_snapshots (
             feed_uri VARCHAR NOT NULL,
@@ -218,6 +249,40 @@ TABLES: dict[str, str] = {
             failed_at TIMESTAMPTZ NOT NULL,
             resolved_by_run_id VARCHAR,
             resolved_at TIMESTAMPTZ
+        )""",
+    # The distilled Perspective scorer (distill.py): one row per (model version, attribute) with the folded
+    # linear head and its cross-validated figures, and the out-of-fold prediction of every training post, which
+    # agreement reads in place of the refitted model's score (see evaluation.py).
+    "distilled_models": f"""
+        CREATE TABLE IF NOT EXISTS distilled_models (
+            model_version VARCHAR NOT NULL,
+            attribute VARCHAR NOT NULL,
+            embedding_model VARCHAR NOT NULL,
+            training_scorers VARCHAR[] NOT NULL,
+            params JSON NOT NULL,
+            text_features VARCHAR[] NOT NULL,
+            embedding_coef DOUBLE[{EMBEDDING_DIM}] NOT NULL,
+            text_coef DOUBLE[] NOT NULL,
+            intercept DOUBLE NOT NULL,
+            text_weight DOUBLE NOT NULL,
+            alpha DOUBLE NOT NULL,
+            n_train INTEGER NOT NULL,
+            n_positive INTEGER NOT NULL,
+            cv_folds INTEGER NOT NULL,
+            cv_spearman DOUBLE,
+            cv_pearson DOUBLE,
+            cv_auc DOUBLE,
+            fitted_at TIMESTAMPTZ NOT NULL
+        )""",
+    "distilled_oof_predictions": """
+        CREATE TABLE IF NOT EXISTS distilled_oof_predictions (
+            model_version VARCHAR NOT NULL,
+            uri VARCHAR NOT NULL,
+            attribute VARCHAR NOT NULL,
+            training_scorer VARCHAR NOT NULL,
+            target DOUBLE NOT NULL,
+            prediction DOUBLE NOT NULL,
+            fold INTEGER NOT NULL
         )""",
 }
 

@@ -5,14 +5,31 @@ from __future__ import annotations
 import math
 import random
 
+import numpy as np
 import pytest
 
-from bsky_warehouse.metrics import accuracy, average_ranks, confusion, macro_f1, pearson, roc_auc, spearman
+from bsky_warehouse.metrics import (
+    BOOTSTRAP_RESAMPLES,
+    accuracy,
+    average_ranks,
+    bootstrap_interval,
+    confusion,
+    correlation_intervals,
+    macro_f1,
+    macro_f1_interval,
+    mcnemar_exact,
+    paired_spearman_difference,
+    pearson,
+    roc_auc,
+    spearman,
+    wilson_interval,
+)
 
 
 def test_average_ranks_share_tied_positions():
     assert average_ranks([10, 20, 20, 5, 20]).tolist() == [2.0, 4.0, 4.0, 1.0, 4.0]
     assert average_ranks([]).tolist() == []
+    assert average_ranks(np.array([3.0, 1.0, 2.0, 1.0])).tolist() == [4.0, 1.5, 3.0, 1.5]
 
 
 def test_pearson_hand_computed():
@@ -135,3 +152,105 @@ def test_results_are_plain_floats_never_nan():
     for value in (pearson([1, 2, 3], [1, 3, 2]), spearman([1, 2, 3], [1, 3, 2]), roc_auc([1, 2], [0, 1])):
         assert type(value) is float
         assert not math.isnan(value)
+
+
+def test_wilson_interval_known_values():
+    # 8/10 at 95%: the textbook Wilson score interval (Newcombe 1998, method 3)
+    low, high = wilson_interval(8, 10)
+    assert low == pytest.approx(0.4902, abs=1e-4) and high == pytest.approx(0.9433, abs=1e-4)
+    # 0/10 and 10/10: one end at the boundary, the other at z^2 / (n + z^2) from it
+    assert wilson_interval(0, 10) == pytest.approx((0.0, 0.2775), abs=1e-4)
+    assert wilson_interval(10, 10) == pytest.approx((0.7225, 1.0), abs=1e-4)
+    # 90%: z = 1.6449, half-width 1.6449 * sqrt(0.0025 + z^2 / 40000) / (1 + z^2 / 100) = 0.0812
+    assert wilson_interval(50, 100, confidence=0.9) == pytest.approx((0.4188, 0.5812), abs=1e-4)
+    assert wilson_interval(0, 0) is None
+    with pytest.raises(ValueError):
+        wilson_interval(11, 10)
+
+
+def test_mcnemar_exact_known_tables():
+    # 7 posts only A got right, 1 only B: p = 2 * (1 + 8) / 2^8
+    result = mcnemar_exact([True] * 7 + [False] + [True] * 4, [False] * 7 + [True] + [True] * 4)
+    assert (result["n"], result["a_only"], result["b_only"]) == (12, 7, 1)
+    assert result["p_value"] == pytest.approx(18 / 256)
+    assert result["difference"] == pytest.approx(6 / 12)
+    assert mcnemar_exact([True] * 10, [False] * 10)["p_value"] == pytest.approx(2 / 1024)
+    assert mcnemar_exact([True, False], [True, False])["p_value"] == 1.0  # no discordant post
+    assert mcnemar_exact([True, False], [False, True])["p_value"] == 1.0
+    with pytest.raises(ValueError):
+        mcnemar_exact([True], [])
+
+
+def test_mcnemar_exact_agrees_with_scipy_binomtest():
+    """Small tables exactly, the last two (over 5,000 discordant posts) in log space."""
+    stats = pytest.importorskip("scipy.stats")
+    for a_only, b_only in [(58, 20), (7, 18), (20, 14), (0, 5), (3000, 3100), (2600, 2900)]:
+        a = [True] * a_only + [False] * b_only
+        b = [False] * a_only + [True] * b_only
+        expected = stats.binomtest(min(a_only, b_only), a_only + b_only, 0.5).pvalue
+        assert mcnemar_exact(a, b)["p_value"] == pytest.approx(expected, rel=1e-9)
+
+
+def test_bootstrap_interval_of_a_mean_is_the_normal_one_for_a_large_sample():
+    rng = np.random.default_rng(3)
+    values = rng.normal(10.0, 2.0, size=2000)
+    low, high = bootstrap_interval(lambda v: float(np.mean(v)), [values])
+    half = 1.959964 * values.std() / math.sqrt(values.size)
+    assert low == pytest.approx(values.mean() - half, abs=0.02)
+    assert high == pytest.approx(values.mean() + half, abs=0.02)
+    assert bootstrap_interval(lambda v: float(np.mean(v)), [values]) == (low, high)  # fixed seed
+    assert bootstrap_interval(lambda v: 1.0, [[]]) is None
+    assert bootstrap_interval(lambda v: None, [[1, 2]]) is None
+
+
+def test_macro_f1_interval_is_the_bootstrap_of_macro_f1_without_the_no_answer_class():
+    rng = random.Random(5)
+    classes = ["left", "right", "unclear"]
+    truth = [rng.choice(classes) for _ in range(120)]
+    predicted = [t if rng.random() < 0.6 else rng.choice([*classes, "none"]) for t in truth]
+
+    def reference(t, p):
+        present = sorted((set(t) | set(p)) - {"none"})
+        return macro_f1(list(t), list(p), labels=present) if present else None
+
+    expected = bootstrap_interval(reference, [truth, predicted], n_resamples=300)
+    assert macro_f1_interval(truth, predicted, exclude=["none"], n_resamples=300) == pytest.approx(expected, abs=1e-12)
+    low, high = macro_f1_interval(truth, predicted, exclude=["none"])
+    assert low < reference(truth, predicted) < high
+    assert macro_f1_interval([], []) is None
+
+
+def test_correlation_intervals_are_the_bootstrap_of_the_plain_metrics():
+    x, y = _random_scores(11, 80)
+    got = correlation_intervals(x, y, n_resamples=300)
+    assert got["pearson"] == pytest.approx(bootstrap_interval(pearson, [x, y], n_resamples=300), abs=1e-9)
+    assert got["spearman"] == pytest.approx(bootstrap_interval(spearman, [x, y], n_resamples=300), abs=1e-9)
+    auc = bootstrap_interval(lambda a, b: roc_auc(a, b >= 0.5), [x, np.asarray(y)], n_resamples=300)
+    assert got["auc"] == pytest.approx(auc, abs=1e-9)
+    assert got["spearman"][0] < spearman(x, y) < got["spearman"][1]
+    assert correlation_intervals([], []) == {"pearson": None, "spearman": None, "auc": None}
+
+
+def test_resample_counts_are_the_resampled_indices_block_by_block():
+    from bsky_warehouse.metrics import _resample_indices, _resample_weights
+
+    for n, resamples in [(60, 50), (70_000, 60)]:  # one block; several blocks of rows
+        indices = _resample_indices(n, resamples, 7)
+        counts = np.concatenate(list(_resample_weights(n, resamples, 7)))
+        assert counts.shape == (resamples, n)
+        assert all((np.bincount(indices[i], minlength=n) == counts[i]).all() for i in range(resamples))
+
+
+def test_paired_spearman_difference():
+    rng = np.random.default_rng(2)
+    reference = rng.random(300)
+    close = reference + rng.normal(0, 0.05, 300)
+    noisy = reference + rng.normal(0, 0.5, 300)
+    result = paired_spearman_difference(close, noisy, reference)
+    assert result["n"] == 300
+    assert result["difference"] == pytest.approx(spearman(close, reference) - spearman(noisy, reference))
+    assert 0 < result["ci"][0] < result["difference"] < result["ci"][1]
+    assert result["p_value"] < 0.01
+    same = paired_spearman_difference(noisy, noisy, reference)
+    assert same["difference"] == 0.0 and same["ci"] == (0.0, 0.0) and same["p_value"] == 1.0
+    assert BOOTSTRAP_RESAMPLES == 2000

@@ -1,8 +1,9 @@
 """Cleaning: `cleaned_posts`, one row per uri across all days, filters recorded rather than applied."""
 
 from collections import Counter
+from datetime import date
 
-from dagster import AssetExecutionContext, BackfillPolicy, Config, MaterializeResult, asset
+from dagster import AssetExecutionContext, AssetMaterialization, BackfillPolicy, Config, MaterializeResult, asset
 from pydantic import Field
 
 from bsky_warehouse.cleaning import FilterRules, clean_day
@@ -29,17 +30,36 @@ def cleaned_posts(
     context: AssetExecutionContext, config: CleanConfig, warehouse: WarehouseResource
 ) -> MaterializeResult:
     rules = FilterRules(min_text_length=config.min_text_length, languages=tuple(config.languages))
+    window = DayWindow.from_time_window(context.partition_time_window)
     totals: Counter[str] = Counter()
     filtered: Counter[str] = Counter()
-    for day in DayWindow.from_time_window(context.partition_time_window).days():
+    taken_from: dict[date, set[date]] = {}
+    other_days: set[date] = set()
+    for day in window.days():
         with warehouse.connect() as con:
             stats = clean_day(con, day, rules)
         totals.update({k: v for k, v in stats.metadata().items() if isinstance(v, int)})
         filtered.update(stats.filtered)
+        other_days.update(stats.other_days_changed)
+        for other in stats.taken_from_days:
+            taken_from.setdefault(other, set()).add(day)
+    # A take-over removed rows of partitions outside this run: tell Dagster those partitions changed, so their
+    # downstream partitions are not shown as up to date (the dbt step rebuilds their marts, see assets/dbt.py).
+    for other, by in sorted(taken_from.items()):
+        if not window.start <= other < window.end:
+            context.log_event(
+                AssetMaterialization(
+                    asset_key=context.asset_key,
+                    partition=other.isoformat(),
+                    description=f"posts taken over by earlier partitions {', '.join(map(str, sorted(by)))}",
+                    metadata={"taken_over_by": sorted(d.isoformat() for d in by)},
+                )
+            )
     return MaterializeResult(
         metadata={
             **totals,
             "filtered_by_reason": dict(sorted(filtered.items())),
+            "other_days_changed": sorted(d.isoformat() for d in other_days),
             "dagster/row_count": totals["cleaned_posts_out"],
         }
     )

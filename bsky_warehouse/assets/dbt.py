@@ -1,17 +1,26 @@
-"""The dbt project as Dagster assets on the same daily partitions; dbt tests become asset checks."""
+"""The dbt project as Dagster assets on the same daily partitions; dbt tests become asset checks.
+
+The daily marts are incremental: a build replaces only the days it is given. Besides the run's own window it
+is given every day recorded in `stale_mart_days` (rows of that day changed in another day's run: a delete
+purging an earlier day's post, a take-over, a uri changing owner; see cross_day.py), and clears them once the
+build succeeded. The days rebuilt outside the run's partition range get their own materialization events, so
+Dagster shows those mart partitions as rebuilt by this run.
+"""
 
 import json
 import os
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping
+from datetime import date
 from pathlib import Path
 from typing import Any
 
-from dagster import AssetExecutionContext, AssetKey, BackfillPolicy, Config
+from dagster import AssetExecutionContext, AssetKey, AssetMaterialization, BackfillPolicy, Config, Output
 from dagster_dbt import DagsterDbtTranslator, DbtCliResource, dbt_assets
 from pydantic import Field
 
-from bsky_warehouse.partitions import DayWindow, daily_partitions
+from bsky_warehouse import cross_day
+from bsky_warehouse.partitions import DayWindow, daily_partitions, dbt_vars_for_days, rebuild_days
 from bsky_warehouse.project import DBT_ENV, DBT_MANIFEST, DBT_PROJECT_DIR, dbt_executable
 from bsky_warehouse.resources.warehouse import DB_ENV, WarehouseResource
 
@@ -45,10 +54,12 @@ class DbtBuildConfig(Config):
     )
 
 
-def dbt_build_args(window: DayWindow, audit_thresholds: Mapping[str, float] | None = None) -> list[str]:
-    """`dbt build` restricted by Dagster's selection, with the partition window (and any per-system audit
-    thresholds) as `--vars`."""
-    dbt_vars: dict[str, Any] = dict(window.dbt_vars())
+def dbt_build_args(
+    window: DayWindow, audit_thresholds: Mapping[str, float] | None = None, extra_days: Iterable[date] = ()
+) -> list[str]:
+    """`dbt build` restricted by Dagster's selection, with the partition window widened by `extra_days` (and
+    any per-system audit thresholds) as `--vars`."""
+    dbt_vars: dict[str, Any] = dbt_vars_for_days(rebuild_days(window, extra_days))
     if audit_thresholds:
         bad = {system: t for system, t in audit_thresholds.items() if not 0 <= t <= 1}
         if bad:
@@ -58,6 +69,22 @@ def dbt_build_args(window: DayWindow, audit_thresholds: Mapping[str, float] | No
 
 
 AUTHOR_MODELS = "tag:authors"
+REBUILT_DAYS = "cross_day_days_rebuilt"
+
+
+def incremental_models(manifest: Mapping[str, Any]) -> set[str]:
+    """The models that replace only the days they are given (the ones a stale day must be rebuilt in)."""
+    return {
+        node["name"]
+        for node in manifest.get("nodes", {}).values()
+        if node.get("resource_type") == "model" and node.get("config", {}).get("materialized") == "incremental"
+    }
+
+
+def clears_stale_days(selected: Collection[str], incremental: Collection[str]) -> bool:
+    """A build may forget the stale days only if it rebuilt them in every incremental mart; a build of a
+    subset leaves them recorded for the next full one."""
+    return set(incremental) <= set(selected)
 
 
 @dbt_assets(
@@ -73,7 +100,36 @@ def dbt_models(
 ) -> Iterator[Any]:
     # A single-run backfill hands us a range of partitions: use the whole window, never one key.
     window = DayWindow.from_time_window(context.partition_time_window)
-    yield from _build(context, dbt, warehouse, dbt_build_args(window, config.audit_thresholds))
+    # The writer lock is held from reading the stale days to clearing them: no change can slip in between.
+    with warehouse.lock():
+        with warehouse.connect() as con:
+            stale = cross_day.stale_days(con)
+        extra = [day for day in stale if not window.start <= day < window.end]
+        if extra:
+            context.log.info(f"also rebuilding days changed by other days' runs: {[str(d) for d in extra]}")
+        built: list[AssetKey] = []
+        for event in _build(context, dbt, warehouse, dbt_build_args(window, config.audit_thresholds, stale)):
+            if isinstance(event, Output):
+                built.append(context.asset_key_for_output(event.output_name))
+                event = event.with_metadata({**event.metadata, REBUILT_DAYS: [d.isoformat() for d in extra]})
+            yield event
+        selected = {key.to_user_string() for key in context.selected_asset_keys}
+        if stale and clears_stale_days(selected, incremental_models(json.loads(DBT_MANIFEST.read_text()))):
+            with warehouse.connect() as con:
+                cross_day.clear(con, stale)
+    yield from rebuilt_materializations(built, extra, window)
+
+
+def rebuilt_materializations(keys: list[AssetKey], days: list[date], window: DayWindow) -> Iterator[Any]:
+    """One materialization per model and extra day: the partition was rebuilt by this run, outside its range."""
+    for day in days:
+        for key in keys:
+            yield AssetMaterialization(
+                asset_key=key,
+                partition=day.isoformat(),
+                description=f"rebuilt with the run for {window.start}..{window.days()[-1]}: its inputs changed",
+                metadata={"rebuilt_with_window": [str(window.start), str(window.end)]},
+            )
 
 
 def _build(

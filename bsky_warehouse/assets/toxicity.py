@@ -11,6 +11,7 @@ from dagster import AssetExecutionContext, BackfillPolicy, Config, MaterializeRe
 from pydantic import Field
 
 from bsky_warehouse.checkpoint import run_partition
+from bsky_warehouse.distill import SCORER_NAME
 from bsky_warehouse.partitions import DayWindow, daily_partitions
 from bsky_warehouse.records import Scorer, ScoreResult
 from bsky_warehouse.resources.perspective import PerspectiveResource
@@ -21,18 +22,47 @@ from bsky_warehouse.resources.warehouse import WarehouseResource
 class ToxicityConfig(Config):
     scorer: str = Field(
         default="profanity-check",
-        description=f"`profanity-check` (offline default), `perspective`, `{REFERENCE_SCORER}`, `detoxify`.",
+        description=f"`profanity-check` (offline default), `perspective`, `{REFERENCE_SCORER}`, `detoxify`, "
+        f"`{SCORER_NAME}`.",
     )
     retry_failed: bool = Field(default=True, description="Re-attempt rows that failed with `api_error`.")
+    distilled_version: str | None = Field(
+        default=None,
+        description=f"`{SCORER_NAME}` only: the stored model version to score with; default: the latest fitted.",
+    )
 
 
-def resolve_scorer(name: str, perspective: PerspectiveResource) -> Scorer:
+def distilled_scorer(warehouse: WarehouseResource, version: str | None) -> Scorer:
+    """The stored distilled model, reading each batch's embeddings in a short connection of its own."""
+    from bsky_warehouse.assets.distill import fetch_embeddings, resolve_distilled
+    from bsky_warehouse.resources.scorers import DistilledScorer
+
+    with warehouse.connect() as con:
+        model = resolve_distilled(con, version)
+
+    def embeddings(uris: list[str]) -> dict:
+        with warehouse.connect() as con:
+            return fetch_embeddings(con, model.embedding_model, uris)
+
+    return DistilledScorer(model, embeddings)
+
+
+def resolve_scorer(
+    name: str,
+    perspective: PerspectiveResource,
+    warehouse: WarehouseResource | None = None,
+    distilled_version: str | None = None,
+) -> Scorer:
     if name == "perspective":
         if not perspective.api_key:
             raise ValueError("scorer 'perspective' needs the PERSPECTIVE_API_KEY environment variable")
         return perspective
     if name == REFERENCE_SCORER:
         return ReferenceScorer()
+    if name == SCORER_NAME:
+        if warehouse is None:
+            raise ValueError(f"scorer {SCORER_NAME!r} reads stored embeddings: it needs the warehouse")
+        return distilled_scorer(warehouse, distilled_version)
     from bsky_warehouse.resources.scorers import make_scorer  # loads model files: only when chosen
 
     return make_scorer(name)
@@ -55,7 +85,7 @@ def toxicity_scores(
     warehouse: WarehouseResource,
     perspective: PerspectiveResource,
 ) -> MaterializeResult:
-    scorer = resolve_scorer(config.scorer, perspective)
+    scorer = resolve_scorer(config.scorer, perspective, warehouse, config.distilled_version)
 
     def work(posts, emit):
         return scorer.score(posts, lambda result: emit(result.uri, score_columns(result)))
@@ -72,7 +102,22 @@ def toxicity_scores(
             retry_failed=config.retry_failed,
         )
         context.log.info(f"{day} {scorer.name}: {per_day[day.isoformat()]}")
-    return MaterializeResult(metadata=summarize(scorer.name, per_day))
+        without = (per_day[day.isoformat()]["backend_stats"] or {}).get("without_embedding")
+        if without:
+            context.log.warning(
+                f"{day}: {without} eligible posts have no embedding and got no {scorer.name} score; "
+                "materialize post_embeddings for the day, then this asset again"
+            )
+    return MaterializeResult(metadata={**summarize(scorer.name, per_day), **version_metadata(scorer, per_day)})
+
+
+def version_metadata(scorer: Scorer, per_day: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The scorer_version the rows carry and, for scorers that read stored embeddings, the posts left for later."""
+    out: dict[str, Any] = {"scorer_version": scorer.version}
+    stats = [s["backend_stats"] for s in per_day.values() if isinstance(s.get("backend_stats"), dict)]
+    if any("without_embedding" in s for s in stats):
+        out["without_embedding"] = sum(s.get("without_embedding", 0) for s in stats)
+    return out
 
 
 def summarize(producer: str, per_day: dict[str, dict[str, Any]]) -> dict[str, Any]:

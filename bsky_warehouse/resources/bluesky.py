@@ -175,5 +175,11 @@ class ArchiveSource(ConfigurableResource):
 
     directory: str = Field(default="data/sample/jetstream", description="Directory of .jsonl[.gz|.zst] files.")
 
+    @property
+    def path(self) -> Path:
+        return Path(self.directory).expanduser().resolve()
+
     def read_day(self, day: date) -> Iterator[tuple[str, int, bytes, Outcome]]:
-        return read_outcomes(Path(self.directory).expanduser().resolve(), day, partition_start_date())
+        """The per-day path (every file parsed, that day's lines kept); the ingest asset reads the archive index,
+        which yields the same outcomes, and this stays as its reference (tests/test_archive_index.py)."""
+        return read_outcomes(self.path, day, partition_start_date())

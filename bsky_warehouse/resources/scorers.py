@@ -5,8 +5,10 @@
   the 361 reference posts agrees with Perspective TOXICITY at Spearman 0.54, Pearson 0.76, AUC 0.95.
 * `DetoxifyScorer` (`detoxify`, extra `[detoxify]`) runs a Detoxify checkpoint (a BERT/RoBERTa multi-label
   classifier) that the operator has put on disk; torch and transformers are imported only when it is built.
+* `DistilledScorer` (`perspective-distilled`) applies a stored distilled Perspective model (distill.py) to the
+  posts' stored embeddings and cheap text features; it never embeds, so it needs `post_embeddings` first.
 
-Both follow the `Scorer` protocol: one `ScoreResult` per post, in input order, reported after each batch so
+All follow the `Scorer` protocol: one `ScoreResult` per post, in input order, reported after each batch so
 the asset can checkpoint it before the next batch is computed.
 """
 
@@ -262,6 +264,62 @@ class DetoxifyScorer:
         _score_in_batches(
             posts, on_result, batch_size=self.batch_size, min_text_length=self.min_text_length, predict=self.predict
         )
+
+
+# --------------------------------------------------------------------------------------------------
+# The distilled Perspective model
+# --------------------------------------------------------------------------------------------------
+
+
+class DistilledScorer:
+    """Every attribute of a stored `DistilledModel`, `version` = its model version.
+
+    `embeddings(uris)` returns the stored embedding of those uris that have one. A post without one gets no
+    row at all (counted in the returned stats): the asset then scores it on a later run, once post_embeddings
+    has embedded it, where a `skipped` row would count as done. Embeddings are computed once per post by
+    post_embeddings and shared with topics; this scorer never computes one.
+    """
+
+    name = "perspective-distilled"
+
+    def __init__(
+        self,
+        model: Any,
+        embeddings: Callable[[list[str]], Mapping[str, Any]],
+        batch_size: int = 4096,
+        min_text_length: int = 1,
+    ) -> None:
+        self.model = model
+        self.version = model.version
+        self._embeddings = embeddings
+        self.batch_size = batch_size
+        self.min_text_length = min_text_length
+
+    def score(self, posts: Sequence[PostText], on_result: Callable[[ScoreResult], None]) -> dict[str, int]:
+        import numpy as np
+
+        from bsky_warehouse.distill import text_features
+
+        if self.batch_size < 1:
+            raise ValueError("batch_size must be at least 1")
+        without = 0
+        for batch in _batches(posts, self.batch_size):
+            scorable = [post for post in batch if not _too_short(post.text, self.min_text_length)]
+            found = self._embeddings([post.uri for post in scorable])
+            embedded = [post for post in scorable if post.uri in found]
+            without += len(scorable) - len(embedded)
+            probs: dict[str, Any] = {}
+            if embedded:
+                vectors = np.stack([found[post.uri] for post in embedded])
+                probs = self.model.predict(vectors, text_features([post.text for post in embedded]))
+            row = {post.uri: i for i, post in enumerate(embedded)}
+            for post in batch:
+                if _too_short(post.text, self.min_text_length):
+                    on_result(ScoreResult(uri=post.uri, status="skipped", reason=REASON_TEXT_TOO_SHORT))
+                elif post.uri in row:
+                    i = row[post.uri]
+                    on_result(ScoreResult(post.uri, "ok", probs={c: float(p[i]) for c, p in probs.items()}))
+        return {"without_embedding": without}
 
 
 # --------------------------------------------------------------------------------------------------

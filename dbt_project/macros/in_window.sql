@@ -1,5 +1,21 @@
+{#- The days an incremental build replaces: the half-open window [min_date, max_date), narrowed to the `days`
+    list when one is given (the dbt step adds the days a cross-day change left stale to its own window, and
+    that set can have gaps). Every day must be an ISO date, so a var cannot inject SQL. -#}
+{% macro window_days() -%}
+    {%- set days = var("days", []) or [] -%}
+    {%- for day in days -%}
+        {%- if not modules.re.fullmatch("[0-9]{4}-[0-9]{2}-[0-9]{2}", day | string) -%}
+            {{ exceptions.raise_compiler_error("var days must hold ISO dates, got " ~ day) }}
+        {%- endif -%}
+    {%- endfor -%}
+    {{ return(days) }}
+{%- endmacro %}
+
 {% macro in_window(column) -%}
     {{ column }} >= cast('{{ var("min_date") }}' as date) and {{ column }} < cast('{{ var("max_date") }}' as date)
+    {%- if window_days() %}
+    and {{ column }} in ({% for day in window_days() %}cast('{{ day }}' as date){{ ", " if not loop.last }}{% endfor %})
+    {%- endif %}
 {%- endmacro %}
 
 {% macro generate_schema_name(custom_schema_name, node) -%}
@@ -24,5 +40,6 @@
         cast('{{ var("max_date") }}' as date) - interval 1 day,
         interval 1 day
     ) as t(d)
+    where {{ in_window('cast(d as date)') }}
     {%- endif %}
 {%- endmacro %}

@@ -24,6 +24,7 @@ select
     count(*) filter (where status = 'failed') as posts_failed,
     coalesce(any_value(f.failed_by_reason), '{}'::json) as failed_by_reason,
     count(*) filter (where status = 'ok' and is_sociopolitical) as sociopolitical,
+    count(*) filter (where status = 'ok') as n,
     avg(case when is_sociopolitical then 1.0 else 0.0 end) filter (where status = 'ok') as share_sociopolitical,
     count(*) filter (where status = 'ok' and political_ideology = 'left') as ideology_left,
     count(*) filter (where status = 'ok' and political_ideology = 'right') as ideology_right,
