@@ -61,6 +61,7 @@ bench: $(STAMP) $(VENV)/.installed-topics
 	$(BIN)/python bench/perspective_qps.py --qps 50 --posts 1500 --json
 	$(BIN)/python bench/llm_client.py --json
 	$(BIN)/python bench/topics.py --posts 5000 --json
+	$(BIN)/python bench/distilled_scorer.py --posts 20000 --json
 
 lint: $(STAMP)
 	$(BIN)/ruff check bsky_warehouse tests bench scripts
