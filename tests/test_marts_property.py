@@ -157,7 +157,7 @@ def seeds() -> list[int]:
     if os.environ.get(SEED_ENV):
         return [int(os.environ[SEED_ENV])]
     rng = random.SystemRandom()
-    return [rng.randrange(10**9) for _ in range(int(os.environ.get(SEQUENCES_ENV, "2")))]
+    return [rng.randrange(10**9) for _ in range(int(os.environ.get(SEQUENCES_ENV, "1")))]
 
 
 def mart_models() -> tuple[list[str], list[str]]:

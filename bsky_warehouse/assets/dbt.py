@@ -9,6 +9,8 @@ Dagster shows those mart partitions as rebuilt by this run.
 
 import json
 import os
+import signal
+import subprocess
 import tempfile
 from collections.abc import Collection, Iterable, Iterator, Mapping
 from datetime import date
@@ -139,7 +141,24 @@ def _build(
     os.environ[DB_ENV] = str(warehouse.db_path)
     os.environ.update(DBT_ENV)
     with warehouse.lock(), tempfile.TemporaryDirectory(prefix="dbt-target-") as target:
-        yield from dbt.cli(args, context=context, target_path=Path(target)).stream()
+        invocation = dbt.cli(args, context=context, target_path=Path(target))
+        try:
+            yield from invocation.stream()
+        finally:
+            stop_process(invocation.process)
+
+
+def stop_process(process: subprocess.Popen[bytes], grace_s: float = 30.0) -> None:
+    """End a dbt process that outlived its stream (the step failed mid-run): it holds the DuckDB file, so it must
+    be gone before the writer lock is released, or the next writer fails on DuckDB's own lock."""
+    if process.poll() is not None:
+        return
+    process.send_signal(signal.SIGINT)
+    try:
+        process.wait(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 @dbt_assets(
