@@ -102,3 +102,47 @@ def test_two_processes_on_one_partition_pay_once_and_store_once(tmp_path: Path, 
         ).fetchall()
     assert stored == [(POSTS, POSTS)]
     assert not checkpoint.path.exists()
+
+
+EMBED_WORKER = textwrap.dedent(
+    """
+    import sys
+    from datetime import date
+    from bsky_warehouse.assets.topics import embed_day
+    from bsky_warehouse.resources.warehouse import WarehouseResource
+
+    print(sys.argv[2], embed_day(WarehouseResource(path=sys.argv[1]), date(2024, 3, 10), chunk_size=2), flush=True)
+    """
+)
+
+
+@pytest.mark.integration
+def test_two_processes_embedding_one_partition_store_each_post_once(tmp_path: Path, warehouse):
+    """post_embeddings used to insert without deleting first: two overlapping runs doubled every row."""
+    pytest.importorskip("sentence_transformers")
+    archive = tmp_path / "a"
+    write_archive(
+        archive / "x.jsonl", [post_event(f"p{i}", text=f"post number {i} about trains") for i in range(POSTS)]
+    )
+    with warehouse.connect() as con:
+        replace_day(con, DAY, "archive", stage_lines(con, read_outcomes(archive, DAY)))
+        clean_day(con, DAY, FilterRules())
+    script = tmp_path / "embed.py"
+    script.write_text(EMBED_WORKER)
+    procs = [
+        subprocess.Popen(
+            [sys.executable, str(script), str(warehouse.db_path), name],
+            cwd=REPO_ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for name in ("first", "second")
+    ]
+    outputs = wait_for_all(procs)
+    assert all(p.returncode == 0 for p in procs), outputs
+    embedded = sorted(int(out.split("'embedded': ")[1].split(",")[0]) for out in outputs)
+    assert embedded == [0, POSTS], outputs  # one run embedded the day; the other waited and found it done
+    with warehouse.connect() as con:
+        stored = con.execute("SELECT count(*), count(DISTINCT uri) FROM post_embeddings").fetchall()
+    assert stored == [(POSTS, POSTS)]

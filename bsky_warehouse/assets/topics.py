@@ -21,7 +21,7 @@ import pandas as pd
 from dagster import AssetExecutionContext, BackfillPolicy, Config, Failure, MaterializeResult, MetadataValue, asset
 from pydantic import Field
 
-from bsky_warehouse.checkpoint import ELIGIBLE_SQL
+from bsky_warehouse.checkpoint import ELIGIBLE_SQL, claim
 from bsky_warehouse.partitions import DayWindow, daily_partitions
 from bsky_warehouse.resources.warehouse import WarehouseResource, transaction
 from bsky_warehouse.schema import EMBEDDING_DIM
@@ -68,7 +68,17 @@ def embed_day(warehouse: WarehouseResource, day: date, chunk_size: int) -> dict[
     eligible. A rerun embeds nothing twice."""
     from bsky_warehouse.embeddings import EMBEDDING_MODEL, embed_texts
 
-    params = {"model": EMBEDDING_MODEL, "day": day}
+    lock = warehouse.staging_dir / "post_embeddings" / f"{day.isoformat()}.lock"
+    with claim(lock, f"post_embeddings for partition {day} ({EMBEDDING_MODEL})", warehouse.lock_timeout_s):
+        return _embed_claimed(warehouse, day, chunk_size, embed_texts, EMBEDDING_MODEL)
+
+
+def _embed_claimed(
+    warehouse: WarehouseResource, day: date, chunk_size: int, embed_texts: Any, model: str
+) -> dict[str, int]:
+    """`embed_day` once this run holds the partition: a second run of the same day waits, then finds the work
+    done. Each chunk replaces any rows of its uris, so even a run that did not claim cannot double a row."""
+    params = {"model": model, "day": day}
     with warehouse.connect() as con:
         todo = con.execute(
             """SELECT uri, text FROM cleaned_posts WHERE partition_date = $day AND passes_filters
@@ -80,10 +90,14 @@ def embed_day(warehouse: WarehouseResource, day: date, chunk_size: int) -> dict[
     for start in range(0, len(todo), size):
         chunk = todo[start : start + size]
         frame = pd.DataFrame({"uri": [uri for uri, _ in chunk], "embedding": list(embed_texts([t for _, t in chunk]))})
-        frame["embedding_model"] = EMBEDDING_MODEL
+        frame["embedding_model"] = model
         frame["embedded_at"] = datetime.now(UTC)
         frame["partition_date"] = day
-        with warehouse.connect() as con:
+        with warehouse.connect() as con, transaction(con):
+            con.execute(
+                "DELETE FROM post_embeddings WHERE embedding_model = $model AND list_contains($uris, uri)",
+                {"model": model, "uris": frame["uri"].tolist()},
+            )
             _insert(con, "post_embeddings", frame)
     with warehouse.connect() as con:
         dropped = con.execute(
