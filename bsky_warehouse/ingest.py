@@ -22,10 +22,6 @@ from bsky_warehouse.resources.warehouse import transaction
 from bsky_warehouse.schema import POST_DERIVED_TABLES
 
 CHUNK = 50_000
-POST_FIELDS = (
-    "uri", "cid", "author_did", "text", "created_at", "langs", "reply_parent_uri", "reply_root_uri",
-    "embed_type", "facets", "labels",
-)  # fmt: skip
 
 
 @dataclass

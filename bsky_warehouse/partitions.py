@@ -67,11 +67,6 @@ def dbt_vars_for_days(days: Iterable[date]) -> dict[str, Any]:
     return {**hull.dbt_vars(), "days": [d.isoformat() for d in wanted]}
 
 
-def day_of(moment: datetime) -> date:
-    """The partition a timestamp belongs to."""
-    return moment.astimezone(UTC).date()
-
-
 def partition_start_date() -> date:
     return daily_partitions.start.date()
 
