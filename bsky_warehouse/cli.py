@@ -26,15 +26,21 @@ from bsky_warehouse.resources.reference import REFERENCE_SCORER
 
 SAMPLE_WINDOW = DayWindow(date(2024, 3, 8), date(2024, 3, 20))
 INGEST_ASSETS = ["raw_posts", "post_deletions", "rejected_records", "cleaned_posts"]
-STAGING_DBT = ["stg_raw_posts", "stg_rejected_records", "stg_post_deletions", "stg_cleaned_posts",
-               "stg_toxicity_scores", "stg_llm_labels"]  # fmt: skip
-# Marts that read scores or labels; each demo step rebuilds the ones its new rows feed.
-TOXICITY_DBT = [*STAGING_DBT, "scorer_agreement", "daily_toxicity_summary", "toxicity_by_ideology",
-                "author_profiles", "pipeline_coverage"]  # fmt: skip
-LABEL_DBT = [*STAGING_DBT, "reference_hand_labels", "labeler_agreement", "labeler_agreement_total",
-             "daily_sociopolitical_summary", "toxicity_by_ideology", "author_profiles",
-             "pipeline_coverage"]  # fmt: skip
-AUDIT_DBT = [*STAGING_DBT, "stg_human_judgements", "stg_post_topics", "audit_judged_posts", "audit_by_topic"]
+
+
+def dbt_fed_by(*tables: str) -> list[str]:
+    """The daily dbt models that read these Python tables, with the dbt models those read: taken from the asset
+    graph, so a model added to the project is never left out of the step whose new rows it reads."""
+    from dagster import AssetSelection
+
+    from bsky_warehouse.assets.dbt import dbt_models
+    from bsky_warehouse.definitions import defs
+
+    daily_dbt = AssetSelection.assets(dbt_models)
+    selection = (AssetSelection.assets(*tables).downstream() & daily_dbt).upstream() & daily_dbt
+    return sorted(key.to_user_string() for key in selection.resolve(defs.resolve_asset_graph()))
+
+
 # The 2024 pilot's hand labels, imported as one rater's judgements.
 REFERENCE_RATER = "bluesky-research-2024"
 REFERENCE_JUDGEMENT_TASKS = ("sociopolitical", "ideology")
@@ -112,23 +118,31 @@ def demo_runs(
                           log_level=log_level, **kwargs)  # fmt: skip
 
     instance = _instance()
-    runs = [run([*INGEST_ASSETS, "toxicity_scores", "daily_post_counts", *TOXICITY_DBT], archive_dir=archive_dir)]
+    runs = [
+        run(
+            [*INGEST_ASSETS, "toxicity_scores", "daily_post_counts", *dbt_fed_by("toxicity_scores")],
+            archive_dir=archive_dir,
+        )
+    ]
     runs.append(
-        run(["toxicity_scores", *TOXICITY_DBT], {"ops": {"toxicity_scores": {"config": {"scorer": REFERENCE_SCORER}}}})
+        run(
+            ["toxicity_scores", *dbt_fed_by("toxicity_scores")],
+            {"ops": {"toxicity_scores": {"config": {"scorer": REFERENCE_SCORER}}}},
+        )
     )
     label_runs = (
         [{"ops": {"llm_labels": {"config": {"labeler": "openai"}}}}]
         if os.environ.get("LLM_MODEL")
         else [recorded_labels_config(model) for model in RECORDED_MODELS]
     )
-    runs.extend(run(["llm_labels", *LABEL_DBT], run_config) for run_config in label_runs)
+    runs.extend(run(["llm_labels", *dbt_fed_by("llm_labels")], run_config) for run_config in label_runs)
     import_reference_judgements()
-    runs.append(run(["post_embeddings", "post_topics", *AUDIT_DBT]))
+    runs.append(run(["post_embeddings", "post_topics", *dbt_fed_by("human_judgements", "post_topics")]))
     distill_config = {"ops": {"distilled_models": {"config": {"training_scorers": [REFERENCE_SCORER]}}}}
     runs.append(run_job("distill_perspective", instance, run_config=distill_config, raise_on_error=raise_on_error,
                         log_level=log_level))  # fmt: skip
     distilled_scores = {"ops": {"toxicity_scores": {"config": {"scorer": SCORER_NAME}}}}
-    runs.append(run(["toxicity_scores", *TOXICITY_DBT], distilled_scores))
+    runs.append(run(["toxicity_scores", *dbt_fed_by("toxicity_scores")], distilled_scores))
     labelers = [f"labeler:openai/{os.environ['LLM_MODEL']}"] if os.environ.get("LLM_MODEL") else [
         f"labeler:import/{model}" for model in RECORDED_MODELS]  # fmt: skip
     for system in labelers:
@@ -221,10 +235,10 @@ def cmd_materialize(args: argparse.Namespace) -> int:
     ops: dict[str, Any] = {}
     if args.scorer:
         ops["toxicity_scores"] = {"config": {"scorer": args.scorer}}
-    assets = [*INGEST_ASSETS, "toxicity_scores", "daily_post_counts", *TOXICITY_DBT]
+    assets = [*INGEST_ASSETS, "toxicity_scores", "daily_post_counts", *dbt_fed_by("toxicity_scores")]
     if args.labeler:
         ops["llm_labels"] = {"config": {"labeler": args.labeler}}
-        assets += ["llm_labels", *LABEL_DBT]
+        assets += ["llm_labels", *dbt_fed_by("llm_labels")]
     result = run_window(DayWindow(start, end), _instance(), archive_dir=args.archive, run_config={"ops": ops},
                         assets=list(dict.fromkeys(assets)), log_level="WARNING")  # fmt: skip
     print(json.dumps(result, indent=2, default=str))

@@ -17,7 +17,7 @@ import duckdb
 import pytest
 from dagster import DagsterInstance
 
-from bsky_warehouse.cli import INGEST_ASSETS, LABEL_DBT, SAMPLE_WINDOW, main, recorded_labels_config
+from bsky_warehouse.cli import INGEST_ASSETS, SAMPLE_WINDOW, dbt_fed_by, main, recorded_labels_config
 from bsky_warehouse.evaluation import (
     HAND_LABEL_SEED,
     _hand_labels,
@@ -80,7 +80,7 @@ def labeled_db(tmp_path_factory):
     instance = DagsterInstance.ephemeral()
     assert run_window(SAMPLE_WINDOW, instance, db_path=db, archive_dir=str(SAMPLE_DIR), assets=INGEST_ASSETS)["success"]
     for model in RECORDED_MODELS:
-        result = run_window(SAMPLE_WINDOW, instance, db_path=db, assets=["llm_labels", *LABEL_DBT],
+        result = run_window(SAMPLE_WINDOW, instance, db_path=db, assets=["llm_labels", *dbt_fed_by("llm_labels")],
                             run_config=recorded_labels_config(model))  # fmt: skip
         assert result["success"], result
     return db

@@ -10,7 +10,7 @@ import duckdb
 import pytest
 from dagster import AssetKey, DagsterInstance
 
-from bsky_warehouse.cli import LABEL_DBT, SAMPLE_WINDOW, recorded_labels_config
+from bsky_warehouse.cli import SAMPLE_WINDOW, dbt_fed_by, recorded_labels_config
 from bsky_warehouse.evaluation import HAND_LABEL_SEED, _hand_labels, labeler_agreement, task_pairs
 from bsky_warehouse.metrics import accuracy, macro_f1
 from bsky_warehouse.partitions import DayWindow
@@ -33,7 +33,7 @@ def labeled_db(tmp_path_factory):
     instance = DagsterInstance.ephemeral()
     assert run_window(SAMPLE_WINDOW, instance, db_path=db, archive_dir=str(SAMPLE_DIR), assets=INGEST)["success"]
     for model in RECORDED_MODELS:
-        result = run_window(SAMPLE_WINDOW, instance, db_path=db, assets=["llm_labels", *LABEL_DBT],
+        result = run_window(SAMPLE_WINDOW, instance, db_path=db, assets=["llm_labels", *dbt_fed_by("llm_labels")],
                             run_config=recorded_labels_config(model))  # fmt: skip
         assert result["success"], result
         assert all(c["passed"] for c in result["checks"])
@@ -154,10 +154,11 @@ def test_without_an_llm_the_daily_labels_step_is_skipped_visibly_and_the_marts_s
     instance = DagsterInstance.ephemeral()
     result = run_window(
         DayWindow.for_day(date(2024, 3, 12)), instance, db_path=db, archive_dir=str(SAMPLE_DIR),
-        assets=[*INGEST, "llm_labels", *LABEL_DBT], resources={"llm_openai": OpenAILabelerResource(model="")},
+        assets=[*INGEST, "llm_labels", *dbt_fed_by("llm_labels")],
+        resources={"llm_openai": OpenAILabelerResource(model="")},
     )  # fmt: skip
     assert result["success"], result["failures"]
-    assert {"llm_labels", *LABEL_DBT} <= set(result["assets_materialized"])
+    assert {"llm_labels", *dbt_fed_by("llm_labels")} <= set(result["assets_materialized"])
     event = instance.get_latest_materialization_event(AssetKey("llm_labels"))
     metadata = {key: value.value for key, value in event.asset_materialization.metadata.items()}
     assert metadata["labeled"] == 0 and "set LLM_MODEL" in metadata["skipped"]
