@@ -17,7 +17,7 @@ from bsky_warehouse.assets.clean import cleaned_posts
 from bsky_warehouse.assets.dbt import dbt_author_models, dbt_models, dbt_resource
 from bsky_warehouse.assets.distill import distill_job, distill_selection, distilled_models
 from bsky_warehouse.assets.feeds import (
-    feed_followup_job,
+    FEED_FOLLOWUP_JOB,
     feed_followup_sensor,
     feed_job,
     feed_snapshot_sensor,
@@ -78,6 +78,13 @@ scheduled_job = define_asset_job(
     - freshness_selection,
 )
 daily_schedule = build_daily_schedule(scheduled_job)
+# Feed posts land in raw_posts under their own createdAt day: cleaning and everything the daily schedule builds
+# after it must follow, for exactly those days (labels are paid work, asked for separately).
+feed_followup_job = define_asset_job(
+    FEED_FOLLOWUP_JOB,
+    selection=(AssetSelection.assets(cleaned_posts).downstream() - AssetSelection.assets(llm_labels))
+    & scheduled_job.selection,
+)
 
 
 def perspective_resource() -> PerspectiveResource:

@@ -9,7 +9,6 @@ from datetime import UTC, date, datetime, timedelta
 from dagster import (
     AssetExecutionContext,
     AssetKey,
-    AssetSelection,
     BackfillPolicy,
     Config,
     DailyPartitionsDefinition,
@@ -119,11 +118,8 @@ def feed_snapshots(
 
 
 feed_job = define_asset_job("feed_snapshots_job", selection=["feed_snapshots"])
-# Feed posts land in raw_posts under their own createdAt day; cleaning and everything after it must follow.
-feed_followup_job = define_asset_job(
-    "feed_followup",
-    selection=AssetSelection.assets("cleaned_posts").downstream() - AssetSelection.assets("llm_labels").downstream(),
-)
+# Defined with the other jobs (definitions.py): it follows the daily schedule's selection.
+FEED_FOLLOWUP_JOB = "feed_followup"
 
 
 def snapshot_request(now: datetime) -> RunRequest:
@@ -154,7 +150,9 @@ def followup_requests(run_id: str, days: list[str], first_day: date, today: date
     ]
 
 
-@asset_sensor(asset_key=AssetKey("feed_snapshots"), job=feed_followup_job, default_status=DefaultSensorStatus.STOPPED)
+@asset_sensor(
+    asset_key=AssetKey("feed_snapshots"), job_name=FEED_FOLLOWUP_JOB, default_status=DefaultSensorStatus.STOPPED
+)
 def feed_followup_sensor(context: SensorEvaluationContext, asset_event: EventLogEntry) -> list[RunRequest]:
     """After each snapshot, re-clean (and re-score, re-aggregate) the days its posts belong to."""
     materialization = asset_event.asset_materialization
