@@ -101,9 +101,14 @@ def test_definitions_validate():
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
+# Fitted or indexed on demand over all days: a rater's calibration, the distilled scorer, the archive index.
+UNPARTITIONED = {"rater_calibrations", "distilled_models", "distilled_oof_predictions", "archive_files"}
+
+
 def test_every_partitioned_asset_shares_one_partitions_definition():
     """Daily assets share one definition; only the author scan family is partitioned otherwise (by account)."""
     from bsky_warehouse.assets.authors import author_partitions
+    from bsky_warehouse.assets.feeds import snapshot_partitions
     from bsky_warehouse.definitions import defs
     from bsky_warehouse.partitions import daily_partitions
 
@@ -122,7 +127,9 @@ def test_every_partitioned_asset_shares_one_partitions_definition():
             assert node.group_name, key
             if node.group_name in ("authors", "dbt_authors"):
                 assert node.partitions_def in (author_partitions, None), key
-            elif key.to_user_string() == "rater_calibrations":  # fitted per rater on demand, over all days
+            elif key.to_user_string() in UNPARTITIONED:
                 assert node.partitions_def is None, key
+            elif key.to_user_string() == "feed_snapshots":  # the day a snapshot is taken, today included
+                assert node.partitions_def == snapshot_partitions, key
             else:
                 assert node.partitions_def == daily_partitions, key
