@@ -576,24 +576,26 @@ def cmd_status(args: argparse.Namespace) -> int:
 
     from bsky_warehouse.partitions import partition_start_date
     from bsky_warehouse.resources.warehouse import WarehouseNotFound
-    from bsky_warehouse.status import failed_checks, format_status, warehouse_status
+    from bsky_warehouse.status import failed_checks, format_status, materialized_partitions, warehouse_status
 
     try:
         as_of = date.fromisoformat(args.as_of) if args.as_of else datetime.now(UTC).date() - timedelta(days=1)
     except ValueError:
         print(f"error: --as-of {args.as_of!r} is not a date (YYYY-MM-DD)", file=sys.stderr)
         return 2
+    instance = _instance() if os.environ.get("DAGSTER_HOME") else None
     try:
         with _warehouse().read_only() as con:
-            status = warehouse_status(con, as_of, args.days, partition_start_date())
+            built = materialized_partitions(instance) if instance else None
+            status = warehouse_status(con, as_of, args.days, partition_start_date(), built)
     except (WarehouseNotFound, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    if os.environ.get("DAGSTER_HOME"):
+    if instance is not None:
         from bsky_warehouse.definitions import defs
 
         check_keys = list(defs.resolve_asset_graph().asset_check_keys)
-        status.failed_checks = failed_checks(_instance(), check_keys)
+        status.failed_checks = failed_checks(instance, check_keys)
         status.checks_known = True
     print(json.dumps(status.as_dict()) if args.json else format_status(status))
     return 0 if status.healthy else 1

@@ -2,8 +2,8 @@
 open incidents and failed checks. Read-only: it never creates or changes a warehouse.
 
 A day is missing for a table when the stage before it has data for that day and the table has none (raw posts:
-when the day has no posts at all; a firehose day always has some). That reads the data researchers use, so it is
-true whatever the run history says.
+when the day has no posts at all), unless the run history (DAGSTER_HOME) says the partition was built: a day that
+was run and brought no posts is not missing.
 """
 
 from __future__ import annotations
@@ -77,12 +77,19 @@ def _days(con: duckdb.DuckDBPyConnection, sql: str) -> set[date]:
 
 
 def table_status(
-    con: duckdb.DuckDBPyConnection, table: str, upstream_sql: str | None, window: list[date]
+    con: duckdb.DuckDBPyConnection,
+    table: str,
+    upstream_sql: str | None,
+    window: list[date],
+    materialized: set[date] | None = None,
 ) -> TableStatus:
+    """`materialized`: the partitions the run history says were built (a day that was run and had no posts is
+    not missing); None when there is no run history to ask."""
     schema, _, name = table.rpartition(".")
+    built = materialized or set()
     if not table_exists(con, schema or "main", name):
-        return TableStatus(table, None, list(window))
-    present = _days(con, f"SELECT DISTINCT {DAY_COLUMN.get(table, 'partition_date')} FROM {table}")
+        return TableStatus(table, max(built, default=None), sorted(set(window) - built))
+    present = _days(con, f"SELECT DISTINCT {DAY_COLUMN.get(table, 'partition_date')} FROM {table}") | built
     expected = set(window) if upstream_sql is None else _days(con, upstream_sql) & set(window)
     return TableStatus(table, max(present, default=None), sorted(expected - present))
 
@@ -98,10 +105,33 @@ def open_incidents(con: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
     return [dict(zip(keys, row, strict=True)) for row in rows]
 
 
-def warehouse_status(con: duckdb.DuckDBPyConnection, as_of: date, days: int, first_day: date) -> Status:
+def warehouse_status(
+    con: duckdb.DuckDBPyConnection,
+    as_of: date,
+    days: int,
+    first_day: date,
+    materialized: dict[str, set[date]] | None = None,
+) -> Status:
+    """`materialized` maps a table's asset name (its name without schema) to the partitions built, from the run
+    history when there is one."""
     window = window_days(as_of, days, first_day)
-    tables = [table_status(con, table, upstream, window) for table, upstream in STAGES]
+    built = materialized or {}
+    tables = [
+        table_status(con, table, upstream, window, built.get(table.rpartition(".")[2])) for table, upstream in STAGES
+    ]
     return Status(as_of, window, tables, open_incidents(con))
+
+
+def materialized_partitions(instance: Any) -> dict[str, set[date]]:
+    """The daily partitions the run history has materialized, per table of STAGES."""
+    from dagster import AssetKey
+
+    out = {}
+    for table, _ in STAGES:
+        name = table.rpartition(".")[2]
+        keys = instance.get_materialized_partitions(AssetKey(name))
+        out[name] = {date.fromisoformat(k) for k in keys if len(k) == 10}
+    return out
 
 
 def failed_checks(instance: Any, check_keys: list[Any]) -> list[dict[str, Any]]:

@@ -133,3 +133,32 @@ def evaluate_run_sensor(sensor, instance, run_id, event_type, warehouse) -> None
     if event_type == DagsterEventType.RUN_FAILURE:
         context = context.for_run_failure()
     sensor(context)
+
+
+@pytest.mark.integration
+def test_a_day_that_was_run_and_brought_no_posts_is_not_missing(tmp_path):
+    """The sample has no post on 9 March: with the run history at hand, status knows that day was built."""
+    import shutil
+
+    home = tmp_path / "home"
+    home.mkdir()
+    shutil.copy(REPO_ROOT / "dagster.yaml", home / "dagster.yaml")
+    db = str(tmp_path / "wh.duckdb")
+    instance = DagsterInstance.from_config(str(home))
+    try:
+        window = DayWindow(date(2024, 3, 8), date(2024, 3, 11))
+        assert run_window(window, instance, db_path=db, archive_dir=str(SAMPLE_DIR), assets=[*INGEST, *MARTS],
+                          log_level="WARNING")["success"]  # fmt: skip
+    finally:
+        instance.dispose()
+    without_history = json.loads(status_cli(db, "--as-of", "2024-03-10", "--days", "3", "--json").stdout)
+    assert {t["table"]: t["missing_days"] for t in without_history["tables"]}["raw_posts"] == ["2024-03-09"]
+    env_home = {"DAGSTER_HOME": str(home)}
+    proc = subprocess.run(
+        [sys.executable, "-m", "bsky_warehouse.cli", "status", "--as-of", "2024-03-10", "--days", "3", "--json"],
+        cwd=REPO_ROOT, env={**os.environ, "BSKY_WAREHOUSE_DB": db, **env_home}, capture_output=True, text=True,
+        timeout=600,
+    )  # fmt: skip
+    report = json.loads(proc.stdout)
+    assert {t["table"]: t["missing_days"] for t in report["tables"]}["raw_posts"] == []
+    assert report["failed_checks"] == [] and proc.returncode == 0, proc.stdout + proc.stderr
