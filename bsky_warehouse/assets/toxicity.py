@@ -102,7 +102,9 @@ def toxicity_scores(
             retry_failed=config.retry_failed,
         )
         context.log.info(f"{day} {scorer.name}: {per_day[day.isoformat()]}")
-        without = (per_day[day.isoformat()]["backend_stats"] or {}).get("without_embedding")
+        # Only the distilled scorer reports posts it could not score yet; other scorers' stats are objects.
+        backend = per_day[day.isoformat()]["backend_stats"]
+        without = backend.get("without_embedding") if isinstance(backend, dict) else None
         if without:
             context.log.warning(
                 f"{day}: {without} eligible posts have no embedding and got no {scorer.name} score; "
