@@ -79,6 +79,11 @@ def runs_of(home: Path, job: str) -> list[Any]:
         instance.dispose()
 
 
+def runs_with(home: Path, job: str, status: DagsterRunStatus) -> Callable[[], list[Any]]:
+    """A condition for `wait_for`: the job's runs in that status."""
+    return lambda: [r for r in runs_of(home, job) if r.status == status]
+
+
 def incidents(db: str) -> list[tuple]:
     """Read through the warehouse lock, as every other process does (a bare open would block their writes)."""
     if not Path(db).exists():
@@ -137,21 +142,18 @@ def test_the_daemon_runs_the_schedule_and_sensors_and_records_a_failure(tmp_path
         try:
             feed_run = wait_for(
                 "successful feed snapshot run",
-                lambda: [r for r in runs_of(home, "feed_snapshots_job") if r.status == DagsterRunStatus.SUCCESS],
+                runs_with(home, "feed_snapshots_job", DagsterRunStatus.SUCCESS),
                 daemon,
                 log,
             )
             daily_run = wait_for(
                 "successful scheduled run",
-                lambda: [r for r in runs_of(home, "warehouse_yesterday") if r.status == DagsterRunStatus.SUCCESS],
+                runs_with(home, "warehouse_yesterday", DagsterRunStatus.SUCCESS),
                 daemon,
                 log,
             )
             followup = wait_for(
-                "successful follow-up run",
-                lambda: [r for r in runs_of(home, "feed_followup") if r.status == DagsterRunStatus.SUCCESS],
-                daemon,
-                log,
+                "successful follow-up run", runs_with(home, "feed_followup", DagsterRunStatus.SUCCESS), daemon, log
             )
             # A forced failure: a snapshot of a feed the AppView does not serve, launched through the daemon's queue.
             today = now.date().isoformat()
@@ -163,10 +165,7 @@ def test_the_daemon_runs_the_schedule_and_sensors_and_records_a_failure(tmp_path
             )  # fmt: skip
             assert launched.returncode == 0, launched.stdout + launched.stderr
             failed = wait_for(
-                "failed run",
-                lambda: [r for r in runs_of(home, "feed_snapshots_job") if r.status == DagsterRunStatus.FAILURE],
-                daemon,
-                log,
+                "failed run", runs_with(home, "feed_snapshots_job", DagsterRunStatus.FAILURE), daemon, log
             )
             recorded = wait_for(
                 "recorded incident", lambda: [row for row in incidents(db) if row[0] == failed[0].run_id], daemon, log

@@ -24,6 +24,7 @@ from dagster import (
 )
 from pydantic import Field
 
+from bsky_warehouse.assets.operations import IN_PROCESS
 from bsky_warehouse.feeds import DEFAULT_FEEDS, write_snapshot
 from bsky_warehouse.partitions import (
     RANGE_END_TAG,
@@ -128,7 +129,7 @@ def snapshot_request(now: datetime) -> RunRequest:
     return RunRequest(
         run_key=now.strftime("%Y-%m-%dT%H:%M"),
         partition_key=now.date().isoformat(),
-        run_config={"execution": {"config": {"in_process": {}}}},
+        run_config=IN_PROCESS,
     )
 
 
