@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
+
+from bsky_warehouse import settings
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DBT_PROJECT_DIR = REPO_ROOT / "dbt_project"
@@ -14,7 +15,7 @@ SAMPLE_DIR = REPO_ROOT / "data" / "sample" / "jetstream"
 REFERENCE_DIR = REPO_ROOT / "data" / "reference"
 
 # dbt phones home on every run unless told not to; nothing here reaches the internet.
-DBT_ENV = {"DO_NOT_TRACK": "1", "DBT_SEND_ANONYMOUS_USAGE_STATS": "false"}
+DBT_ENV = settings.DBT_ENV
 
 
 def dbt_executable() -> str:
@@ -33,8 +34,6 @@ def prepare_manifest(force: bool = False) -> Path:
     """Run `dbt parse` once when the project changed, so importing the definitions never parses dbt."""
     if not force and DBT_MANIFEST.exists() and DBT_MANIFEST.stat().st_mtime >= _newest_source_mtime():
         return DBT_MANIFEST
-    env = {**os.environ, **DBT_ENV}
-    env.setdefault("BSKY_WAREHOUSE_DB", str(REPO_ROOT / "data" / "warehouse.duckdb"))
     subprocess.run(
         [
             dbt_executable(),
@@ -45,7 +44,7 @@ def prepare_manifest(force: bool = False) -> Path:
             str(DBT_PROJECT_DIR),
         ],
         check=True,
-        env=env,
+        env=settings.dbt_env(),
         cwd=DBT_PROJECT_DIR,
         stdout=subprocess.DEVNULL,
     )

@@ -9,7 +9,6 @@ location lands in `pipeline_incidents`, and a later success of the same job over
 
 from __future__ import annotations
 
-import os
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -32,16 +31,11 @@ from dagster import (
 from bsky_warehouse.incidents import incidents_for_run, record_incidents, resolve_incidents
 from bsky_warehouse.pipeline import root_cause
 from bsky_warehouse.resources.warehouse import WarehouseResource
+from bsky_warehouse.settings import DAILY_SOURCE, FRESHNESS_HOUR, SCHEDULE_CRON
 
-SCHEDULE_CRON_ENV = "BSKY_WAREHOUSE_SCHEDULE_CRON"
-DEFAULT_SCHEDULE_CRON = "0 2 * * *"
-DAILY_SOURCE_ENV = "BSKY_WAREHOUSE_DAILY_SOURCE"
-DAILY_SOURCES = ("archive", "jetstream")
 # Steps that write DuckDB run one at a time (pool `duckdb`), so a process per step buys no parallelism and costs
 # a code import each (STACK-NOTES: 20 s against 4 s for one partition): unattended runs execute in process.
 IN_PROCESS = {"execution": {"config": {"in_process": {}}}}
-FRESHNESS_HOUR_ENV = "BSKY_WAREHOUSE_FRESHNESS_HOUR"
-DEFAULT_FRESHNESS_HOUR = 6
 # Yesterday's partition of these must exist by the deadline: the data itself and the marts researchers read.
 FRESH_DAILY_ASSETS = ["raw_posts", "cleaned_posts", "daily_post_counts", "pipeline_coverage"]
 
@@ -49,16 +43,8 @@ FRESH_DAILY_ASSETS = ["raw_posts", "cleaned_posts", "daily_post_counts", "pipeli
 def freshness_deadline_cron(hour: int) -> str:
     """The daily UTC deadline for yesterday's partition, as Dagster's freshness checks take it."""
     if not 0 <= hour <= 23:
-        raise ValueError(f"{FRESHNESS_HOUR_ENV} must be an hour of the day, 0-23 (UTC), not {hour}")
+        raise ValueError(f"{FRESHNESS_HOUR.name} must be an hour of the day, 0-23 (UTC), not {hour}")
     return f"0 {hour} * * *"
-
-
-def daily_source(value: str | None) -> str:
-    """Where the scheduled run takes its day from: the archive resource's directory, or a Jetstream replay."""
-    source = (value or "archive").strip().lower()
-    if source not in DAILY_SOURCES:
-        raise ValueError(f"{DAILY_SOURCE_ENV} must be one of {', '.join(DAILY_SOURCES)}, not {value!r}")
-    return source
 
 
 def scheduled_run_config(source: str) -> dict[str, Any]:
@@ -74,15 +60,15 @@ def yesterday_request(scheduled_at: datetime, source: str) -> RunRequest:
 def build_daily_schedule(job: Any) -> ScheduleDefinition:
     """`warehouse_yesterday_schedule`: yesterday's partition end to end, from the configured source, at the
     configured UTC time (off by default; turn it on where `dagster-daemon` runs)."""
-    source = daily_source(os.environ.get(DAILY_SOURCE_ENV))
+    source = DAILY_SOURCE.get()
 
     @schedule(
         name=f"{job.name}_schedule",
         job=job,
-        cron_schedule=os.environ.get(SCHEDULE_CRON_ENV, DEFAULT_SCHEDULE_CRON),
+        cron_schedule=SCHEDULE_CRON.get(),
         execution_timezone="UTC",
         default_status=DefaultScheduleStatus.STOPPED,
-        description=f"Yesterday's partition end to end, from `{source}` ({DAILY_SOURCE_ENV}).",
+        description=f"Yesterday's partition end to end, from `{source}` ({DAILY_SOURCE.name}).",
     )
     def _schedule(context: ScheduleEvaluationContext) -> RunRequest:
         return yesterday_request(context.scheduled_execution_time or datetime.now(UTC), source)
@@ -92,7 +78,7 @@ def build_daily_schedule(job: Any) -> ScheduleDefinition:
 
 freshness_checks = build_time_partition_freshness_checks(
     assets=FRESH_DAILY_ASSETS,
-    deadline_cron=freshness_deadline_cron(int(os.environ.get(FRESHNESS_HOUR_ENV, DEFAULT_FRESHNESS_HOUR))),
+    deadline_cron=freshness_deadline_cron(FRESHNESS_HOUR.get()),
     timezone="UTC",
 )
 freshness_sensor = build_sensor_for_freshness_checks(

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from bsky_warehouse.records import PostText, Scorer, ScoreResult
+from bsky_warehouse.settings import DETOXIFY_CHECKPOINT, DETOXIFY_TOKENIZER
 
 # Same reason string as the Perspective client, so skipped rows read alike whichever scorer wrote them.
 REASON_TEXT_TOO_SHORT = "text_too_short"
@@ -195,13 +196,13 @@ class DetoxifyScorer:
         except ImportError as exc:
             raise ImportError(DETOXIFY_INSTALL_HINT) from exc
 
-        checkpoint = checkpoint_path or os.environ.get("DETOXIFY_CHECKPOINT")
+        checkpoint = checkpoint_path or DETOXIFY_CHECKPOINT.get()
         if not checkpoint:
-            raise ValueError("the detoxify scorer needs checkpoint_path or the DETOXIFY_CHECKPOINT variable")
+            raise ValueError(f"the detoxify scorer needs checkpoint_path or the {DETOXIFY_CHECKPOINT.name} variable")
         self.checkpoint_path = Path(checkpoint)
         if not self.checkpoint_path.is_file():
             raise FileNotFoundError(f"Detoxify checkpoint not found: {self.checkpoint_path}")
-        tokenizer_dir = tokenizer_path or os.environ.get("DETOXIFY_TOKENIZER") or self.checkpoint_path.parent
+        tokenizer_dir = tokenizer_path or DETOXIFY_TOKENIZER.get() or self.checkpoint_path.parent
         self.tokenizer_path = Path(tokenizer_dir)
         if not (self.tokenizer_path / "config.json").is_file():
             raise FileNotFoundError(
