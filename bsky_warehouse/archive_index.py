@@ -30,14 +30,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 import duckdb
-import pandas as pd
 
 from bsky_warehouse import events
 from bsky_warehouse.events import Outcome, printable_raw
 from bsky_warehouse.ingest import IngestStats, create_stage_tables
 from bsky_warehouse.resources import bluesky
 from bsky_warehouse.resources.bluesky import archive_files, display_path, file_outcomes
-from bsky_warehouse.resources.warehouse import WarehouseResource, transaction
+from bsky_warehouse.resources.warehouse import WarehouseResource, insert_rows, transaction
 from bsky_warehouse.schema import POST_RECORD_COLUMNS
 
 INDEX_DIR = "archive_index"
@@ -170,10 +169,7 @@ class _SpoolWriter:
 
     def flush(self) -> None:
         for kind, rows in self.rows.items():
-            if rows:
-                self.con.register("chunk_frame", pd.DataFrame.from_records(rows))
-                self.con.execute(f"INSERT INTO {kind} BY NAME SELECT * FROM chunk_frame")
-                self.con.unregister("chunk_frame")
+            if insert_rows(self.con, kind, rows):
                 rows.clear()
                 self._copy(kind)
         self.chunks += 1
@@ -182,10 +178,7 @@ class _SpoolWriter:
     def close(self) -> FileIndex:
         self.flush()
         counts = [{"route": r, "kind": k, "reason": reason, "n": n} for (r, k, reason), n in self.index.counts.items()]
-        if counts:
-            self.con.register("chunk_frame", pd.DataFrame.from_records(counts))
-            self.con.execute("INSERT INTO counts BY NAME SELECT * FROM chunk_frame")
-            self.con.unregister("chunk_frame")
+        if insert_rows(self.con, "counts", counts):
             self._copy("counts")
         return self.index
 

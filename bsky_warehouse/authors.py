@@ -26,7 +26,7 @@ from bsky_warehouse.checkpoint import Checkpoint, not_retryable_sql
 from bsky_warehouse.events import parse_event
 from bsky_warehouse.records import PostText, Scorer
 from bsky_warehouse.resources.appview import AppViewClient, item_to_event
-from bsky_warehouse.resources.warehouse import transaction
+from bsky_warehouse.resources.warehouse import registered, transaction
 
 # Replies included: a scanner of toxic accounts that skipped replies would miss most of what it looks for.
 DEFAULT_FILTER = "posts_with_replies"
@@ -251,8 +251,7 @@ def merge_author_scores(
         return
     import pandas as pd
 
-    with transaction(con):
-        con.register("author_score_frame", pd.DataFrame.from_records(list(rows)))
+    with transaction(con), registered(con, "author_score_frame", pd.DataFrame.from_records(list(rows))):
         con.execute(
             """DELETE FROM author_toxicity_scores WHERE scorer = $scorer
                AND uri IN (SELECT uri FROM author_score_frame)""",
@@ -264,7 +263,6 @@ def merge_author_scores(
                WHERE uri IN (SELECT uri FROM author_posts WHERE author_did = $did)""",
             {"did": did},
         )
-        con.unregister("author_score_frame")
 
 
 def scan_summary(scan: Scan, stats: ScanStats) -> dict[str, Any]:

@@ -36,7 +36,7 @@ from sklearn.model_selection import KFold, StratifiedKFold
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import SplineTransformer, StandardScaler
 
-from bsky_warehouse.resources.warehouse import transaction
+from bsky_warehouse.resources.warehouse import insert_rows, registered, transaction
 
 MIN_JUDGEMENTS = 40
 FOLDS = 5
@@ -360,15 +360,12 @@ def load_judged(
     if not use_embeddings:
         return judged, None
     model = resolve_embedding_model(con, embedding_model)
-    con.register("judged_uris", pd.DataFrame({"uri": judged.uris}))
-    try:
+    with registered(con, "judged_uris", pd.DataFrame({"uri": judged.uris})):
         found = con.execute(
             """SELECT j.uri, e.embedding FROM judged_uris j
                JOIN post_embeddings e ON e.uri = j.uri AND e.embedding_model = $model ORDER BY j.uri""",
             {"model": model},
         ).fetchnumpy()
-    finally:
-        con.unregister("judged_uris")
     if len(found["uri"]) != n:
         raise CalibrationError(
             f"use_embeddings: {n - len(found['uri'])} of the {n} judged posts have no {model!r} embedding; "
@@ -450,23 +447,17 @@ def write_calibration(
     """Replace everything this (rater, task, system) had, in one transaction: re-fitting is idempotent."""
     key = {"rater": rater, "task": task, "system": str(system)}
     projected = next(r for r in rows if r["projected"])
-    con.register("calibration_frame", pd.DataFrame.from_records(rows))
-    con.register("prediction_frame", predictions)
-    try:
-        with transaction(con):
-            for table in ("rater_calibrations", "calibrated_predictions"):
-                con.execute(f"DELETE FROM {table} WHERE rater = $rater AND task = $task AND system = $system", key)
-            con.execute("INSERT INTO rater_calibrations BY NAME SELECT * FROM calibration_frame")
-            con.execute(
-                """INSERT INTO calibrated_predictions BY NAME
-                   SELECT uri, $rater AS rater, $task AS task, $system AS system, $version AS model_version,
-                          prediction, prediction >= $threshold AS flagged, partition_date::DATE AS partition_date
-                   FROM prediction_frame""",
-                {**key, "version": projected["model_version"], "threshold": FLAG_THRESHOLD},
-            )
-    finally:
-        con.unregister("calibration_frame")
-        con.unregister("prediction_frame")
+    with registered(con, "prediction_frame", predictions), transaction(con):
+        for table in ("rater_calibrations", "calibrated_predictions"):
+            con.execute(f"DELETE FROM {table} WHERE rater = $rater AND task = $task AND system = $system", key)
+        insert_rows(con, "rater_calibrations", rows)
+        con.execute(
+            """INSERT INTO calibrated_predictions BY NAME
+               SELECT uri, $rater AS rater, $task AS task, $system AS system, $version AS model_version,
+                      prediction, prediction >= $threshold AS flagged, partition_date::DATE AS partition_date
+               FROM prediction_frame""",
+            {**key, "version": projected["model_version"], "threshold": FLAG_THRESHOLD},
+        )
 
 
 def run_calibration(

@@ -28,7 +28,7 @@ from typing import Any
 
 import duckdb
 
-from bsky_warehouse.resources.warehouse import transaction
+from bsky_warehouse.resources.warehouse import registered, transaction
 
 FSYNC_EVERY = 64
 log = logging.getLogger(__name__)
@@ -160,9 +160,8 @@ def merge_partition(
         if rows:
             import pandas as pd
 
-            con.register("checkpoint_frame", pd.DataFrame.from_records(rows))
-            con.execute("CREATE OR REPLACE TEMP TABLE checkpoint_rows AS SELECT * FROM checkpoint_frame")
-            con.unregister("checkpoint_frame")
+            with registered(con, "checkpoint_frame", pd.DataFrame.from_records(rows)):
+                con.execute("CREATE OR REPLACE TEMP TABLE checkpoint_rows AS SELECT * FROM checkpoint_frame")
             con.execute(
                 f"DELETE FROM {table} WHERE {where} AND uri IN (SELECT uri FROM checkpoint_rows)",
                 dict(producer),

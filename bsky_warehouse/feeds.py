@@ -11,14 +11,13 @@ import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date, datetime
-from typing import Any
 
 import duckdb
 import pandas as pd
 
 from bsky_warehouse.events import parse_event
 from bsky_warehouse.resources.appview import FeedItem, InvalidItem, item_to_event
-from bsky_warehouse.resources.warehouse import transaction
+from bsky_warehouse.resources.warehouse import insert_rows, registered, transaction
 
 # The researchers' "most liked" sync followed these: Bluesky's catch-up feed and What's Hot.
 DEFAULT_FEEDS = (
@@ -34,13 +33,6 @@ class SnapshotStats:
     post_uris: set[str] = field(default_factory=set)
     rejected: dict[str, int] = field(default_factory=dict)
     days: set[date] = field(default_factory=set)  # the partitions the posts landed in (their createdAt day)
-
-
-def _insert(con: duckdb.DuckDBPyConnection, table: str, rows: list[dict[str, Any]]) -> None:
-    if rows:
-        con.register("snapshot_frame", pd.DataFrame.from_records(rows))
-        con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM snapshot_frame")
-        con.unregister("snapshot_frame")
 
 
 def write_snapshot(
@@ -83,15 +75,14 @@ def write_snapshot(
     stats.post_uris = set(posts)
     stats.days = {row["partition_date"] for row in posts.values()}
     with transaction(con):
-        _insert(con, "feed_snapshots", snapshot_rows)
+        insert_rows(con, "feed_snapshots", snapshot_rows)
         if posts:
-            con.register("feed_uris", pd.DataFrame({"uri": list(posts)}))
-            con.execute("DELETE FROM raw_posts WHERE source = 'feed' AND uri IN (SELECT uri FROM feed_uris)")
-            con.unregister("feed_uris")
-        _insert(con, "raw_posts", [{**row, "source": "feed", "ingested_at": snapshot_at} for row in posts.values()])
+            with registered(con, "feed_uris", pd.DataFrame({"uri": list(posts)})):
+                con.execute("DELETE FROM raw_posts WHERE source = 'feed' AND uri IN (SELECT uri FROM feed_uris)")
+        insert_rows(con, "raw_posts", [{**row, "source": "feed", "ingested_at": snapshot_at} for row in posts.values()])
         con.execute(
             "DELETE FROM rejected_records WHERE source = 'feed' AND file = $feed AND partition_date = $day",
             {"feed": feed_uri, "day": day},
         )
-        _insert(con, "rejected_records", [{**r, "source": "feed", "ingested_at": snapshot_at} for r in rejects])
+        insert_rows(con, "rejected_records", [{**r, "source": "feed", "ingested_at": snapshot_at} for r in rejects])
     return stats

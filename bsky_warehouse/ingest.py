@@ -14,11 +14,10 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 import duckdb
-import pandas as pd
 
 from bsky_warehouse.cross_day import record_deletion_changes
 from bsky_warehouse.events import Outcome, printable_raw
-from bsky_warehouse.resources.warehouse import transaction
+from bsky_warehouse.resources.warehouse import insert_rows, transaction
 from bsky_warehouse.schema import POST_DERIVED_TABLES
 
 CHUNK = 50_000
@@ -71,11 +70,9 @@ _STAGE_DDL = (
 
 
 def _flush(con: duckdb.DuckDBPyConnection, table: str, rows: list[dict[str, Any]]) -> None:
-    if rows:
-        con.register("chunk_frame", pd.DataFrame.from_records(rows))
-        con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM chunk_frame")
-        con.unregister("chunk_frame")
-        rows.clear()
+    """Write a chunk's buffered rows and empty the buffer, so memory stays bounded by CHUNK rows."""
+    insert_rows(con, table, rows)
+    rows.clear()
 
 
 def create_stage_tables(con: duckdb.DuckDBPyConnection) -> None:

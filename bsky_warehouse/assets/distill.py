@@ -9,7 +9,6 @@ it fitted now, so it is current again). The writer connection is held only to re
 fitting. Scoring is the `toxicity_scores` asset with scorer `perspective-distilled`.
 """
 
-import contextlib
 import json
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
@@ -49,7 +48,7 @@ from bsky_warehouse.distill import (
     text_features,
 )
 from bsky_warehouse.records import PROB_COLUMNS
-from bsky_warehouse.resources.warehouse import WarehouseResource, transaction
+from bsky_warehouse.resources.warehouse import WarehouseResource, insert_rows, registered, transaction
 
 
 class DistillConfig(Config):
@@ -66,16 +65,6 @@ class DistillConfig(Config):
     folds: int = Field(default=5, description="Outer and inner cross-validation folds.")
     seed: int = Field(default=0, description="Fold shuffling seed.")
     embedding_model: str | None = Field(default=None, description="Which post_embeddings model; default: the only one.")
-
-
-@contextlib.contextmanager
-def registered(con: duckdb.DuckDBPyConnection, name: str, frame: pd.DataFrame) -> Iterator[None]:
-    con.register(name, frame)
-    try:
-        yield
-    finally:
-        with contextlib.suppress(duckdb.Error):  # inside an aborted transaction unregister fails too
-            con.unregister(name)
 
 
 def load_training(
@@ -172,9 +161,8 @@ def store_distilled(
             }
         )
         oof["model_version"] = model.version
-        with registered(con, "distilled_heads", heads), registered(con, "distilled_oof", oof):
-            con.execute("INSERT INTO distilled_models BY NAME SELECT * FROM distilled_heads")
-            con.execute("INSERT INTO distilled_oof_predictions BY NAME SELECT * FROM distilled_oof")
+        insert_rows(con, "distilled_models", heads)
+        insert_rows(con, "distilled_oof_predictions", oof)
     return True
 
 

@@ -9,7 +9,6 @@ its topics exactly. The writer connection is held only to read inputs and to wri
 model embeds or clusters. See topics.py for the choice of clustering and labels.
 """
 
-import contextlib
 import json
 from collections import Counter
 from datetime import UTC, date, datetime
@@ -23,7 +22,7 @@ from pydantic import Field
 
 from bsky_warehouse.checkpoint import ELIGIBLE_SQL, claim
 from bsky_warehouse.partitions import DayWindow, daily_partitions
-from bsky_warehouse.resources.warehouse import WarehouseResource, transaction
+from bsky_warehouse.resources.warehouse import WarehouseResource, insert_rows, transaction
 from bsky_warehouse.schema import EMBEDDING_DIM
 from bsky_warehouse.topics import Topic, TopicModel, TopicParams, fit_topic_model
 
@@ -42,18 +41,6 @@ class TopicsConfig(Config):
     sample_size: int = Field(default=5000, description="Posts a fit samples from post_embeddings (all days).")
     n_topics: int | None = Field(default=None, description="Topics to fit; default: round(sqrt(n/2)) in [2, 40].")
     seed: int = Field(default=0, description="k-means random_state.")
-
-
-def _insert(con: duckdb.DuckDBPyConnection, table: str, frame: pd.DataFrame) -> None:
-    con.register("topics_frame", frame)
-    try:
-        con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM topics_frame")
-    except duckdb.Error:
-        # Inside an aborted transaction unregister fails too; let the INSERT's error be the one raised.
-        with contextlib.suppress(duckdb.Error):
-            con.unregister("topics_frame")
-        raise
-    con.unregister("topics_frame")
 
 
 def as_matrix(vectors: list) -> np.ndarray:
@@ -98,7 +85,7 @@ def _embed_claimed(
                 "DELETE FROM post_embeddings WHERE embedding_model = $model AND list_contains($uris, uri)",
                 {"model": model, "uris": frame["uri"].tolist()},
             )
-            _insert(con, "post_embeddings", frame)
+            insert_rows(con, "post_embeddings", frame)
     with warehouse.connect() as con:
         dropped = con.execute(
             f"""DELETE FROM post_embeddings WHERE embedding_model = $model AND partition_date = $day
@@ -186,7 +173,7 @@ def store_topic_model(con: duckdb.DuckDBPyConnection, model: TopicModel, fitted_
             frame["embedding_model"] = model.embedding_model
             frame["params"] = json.dumps(model.params, sort_keys=True)
             frame["fitted_at"] = fitted_at
-            _insert(con, "topic_models", frame)
+            insert_rows(con, "topic_models", frame)
     return not exists
 
 
@@ -275,8 +262,7 @@ def assign_day(warehouse: WarehouseResource, model: TopicModel, day: date) -> di
                    AND (partition_date = $day OR uri IN (SELECT uri FROM cleaned_posts WHERE partition_date = $day))""",
             {"v": model.version, "day": day},
         )
-        if len(frame):
-            _insert(con, "post_topics", frame)
+        insert_rows(con, "post_topics", frame)
     return {
         "assigned": len(frame),
         "without_embedding": int(eligible) - len(frame),

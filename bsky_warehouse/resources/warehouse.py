@@ -13,23 +13,28 @@ import fcntl
 import os
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager, suppress
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import duckdb
 from dagster import ConfigurableResource
 from pydantic import Field
 
 from bsky_warehouse.schema import TABLES
+from bsky_warehouse.settings import WAREHOUSE_DB
 
-DEFAULT_DB = "data/warehouse.duckdb"
-DB_ENV = "BSKY_WAREHOUSE_DB"
+if TYPE_CHECKING:
+    import pandas as pd
+
+# The name and the one default live in settings.py; dbt gets the same file from settings.dbt_env.
+DB_ENV = WAREHOUSE_DB.name
 
 
 def default_db_path() -> str:
     """The one setting both Dagster and dbt read for the warehouse file."""
-    return os.environ.get(DB_ENV, DEFAULT_DB)
+    return str(WAREHOUSE_DB.get())
 
 
 @contextmanager
@@ -163,3 +168,43 @@ class WarehouseResource(ConfigurableResource):
                 yield con
             finally:
                 con.close()
+
+
+# Python rows into DuckDB: the one way, so that every writer matches columns by name and none leaves a frame
+# registered behind it.
+
+_INSERT_FRAME = "insert_rows_frame"
+
+
+@contextmanager
+def registered(con: duckdb.DuckDBPyConnection, name: str, frame: pd.DataFrame) -> Iterator[str]:
+    """`frame` readable from SQL as `name` for the block (to insert from, or to join or filter against), then
+    unregistered however the block ends, so no later statement reads a stale frame under that name.
+
+    After an error DuckDB refuses every statement of the aborted transaction, the unregister included; that
+    refusal is swallowed so the block's own error is the one raised. A frame registered inside the transaction
+    goes with its rollback; register outside a transaction only around a whole `transaction(...)` block.
+    """
+    con.register(name, frame)
+    try:
+        yield name
+    finally:
+        with suppress(duckdb.Error):
+            con.unregister(name)
+
+
+def insert_rows(con: duckdb.DuckDBPyConnection, table: str, rows: Sequence[Mapping[str, Any]] | pd.DataFrame) -> int:
+    """Append `rows` (dicts, or a frame) to `table`, matching columns BY NAME, and return how many went in.
+
+    By name, a frame whose columns come in another order than the table's cannot land in the wrong columns; a
+    table column the rows lack takes its default (NULL), and a column the table lacks is an error, not dropped.
+    No rows insert nothing: a list of no dicts has no columns to match.
+    """
+    import pandas as pd
+
+    frame = rows if isinstance(rows, pd.DataFrame) else pd.DataFrame.from_records(list(rows))
+    if len(frame) == 0:
+        return 0
+    with registered(con, _INSERT_FRAME, frame):
+        con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM {_INSERT_FRAME}")
+    return len(frame)
