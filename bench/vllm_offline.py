@@ -22,7 +22,7 @@ if str(ROOT) not in sys.path:
 
 from bench.generate import synthetic_posts  # noqa: E402
 from bench.llm_client import WORDS  # noqa: E402
-from bsky_warehouse.resources.llm import VLLMLabelerResource, VLLMUnavailableError, require_vllm  # noqa: E402
+from bsky_warehouse.resources.vllm import VLLMLabelerResource, VLLMUnavailableError, require_vllm  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

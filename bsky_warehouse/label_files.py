@@ -6,17 +6,33 @@ or by its bsky.app link (a link naming a handle needs a handle → DID map, beca
 and guessing one would attach a judgement to the wrong post), an empty cell is one of a few spellings, and
 `civic` / `left-leaning` mean what the 2024 pilot's files meant by them. Anything else is an error the caller
 records with the row's line number, never a guess.
+
+The `import` labeler itself lives here too (`read_label_file`, `ImportLabeler`): a file's rows normalised to
+the label rows the models produce, so imported labels go through the same asset and checks. `file_digest`
+names the file a label came from (`llm_labels.source_digest`).
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
+import logging
 import math
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
+
+from bsky_warehouse.label_validation import (
+    REASON_IDEOLOGY_ON_NON_SOCIOPOLITICAL,
+    REASON_MISSING_IDEOLOGY,
+    REASON_UNKNOWN_LABEL,
+)
+from bsky_warehouse.records import LabelResult, PostText
+from bsky_warehouse.resources.llm import LabelStats
+
+log = logging.getLogger(__name__)
 
 _SOCIOPOLITICAL_VALUES = {
     "true": True,
@@ -278,3 +294,153 @@ def pick_column(columns: Sequence[str], explicit: str | None, candidates: Sequen
         if candidate in columns:
             return candidate
     raise ValueError(f"file has no {what} column (looked for {list(candidates)}); columns are {list(columns)}")
+
+
+def read_label_file(
+    path: str | Path,
+    labeler: str,
+    model: str,
+    prompt_version: str = "external",
+    uri_column: str | None = None,
+    *,
+    link_column: str | None = None,
+    label_column: str | None = None,
+    ideology_column: str | None = None,
+    rationale_column: str | None = None,
+    handle_to_did: HandleResolver | None = None,
+    fmt: str | None = None,
+    drop_ideology_on_non_sociopolitical: bool = False,
+) -> Iterator[LabelResult]:
+    """One LabelResult per row of a CSV or Parquet file of labels made elsewhere, in file order.
+
+    The key is `uri_column` (at:// URIs) or else `link_column` (bsky.app links, turned into URIs via
+    `handle_to_did` when they name a handle); by default `uri`, then `link`. Label and ideology columns
+    default to the first present of common names. Rows that cannot be used are yielded as `failed` with
+    the reason (`invalid_row: ...`), never dropped; a row whose key cannot be resolved keeps the raw key
+    (or `row:<n>`) as its uri so it is still visible. `labeler`, `model` and `prompt_version` are the
+    identity the caller records the rows under (LabelResult does not carry it); they are checked here so
+    that a misconfigured import fails before any row is read. Column problems raise ValueError at once.
+    """
+    for what, value in (("labeler", labeler), ("model", model), ("prompt_version", prompt_version)):
+        if not value or not str(value).strip():
+            raise ValueError(f"read_label_file needs a non-empty {what}")
+    columns, rows = iter_rows(path, fmt)
+    if uri_column is None and link_column is None:
+        key_column = pick_column(columns, None, ("uri", "link", "url"), "uri/link")
+    else:
+        key_column = pick_column(columns, uri_column or link_column, (), "uri" if uri_column else "link")
+    key_is_link = uri_column is None and key_column != "uri"
+    label_col = pick_column(columns, label_column, ("is_sociopolitical", "sociopolitical", "civic", "label"), "label")
+    ideology_col = pick_column(
+        columns, ideology_column, ("political_ideology", "ideology", "leaning", "political_leaning"), "ideology"
+    )
+    rationale_col = pick_column(columns, rationale_column, (), "rationale") if rationale_column else None
+    return _label_rows(
+        rows, key_column, key_is_link, label_col, ideology_col, rationale_col, handle_to_did,
+        drop_ideology_on_non_sociopolitical,
+    )  # fmt: skip
+
+
+def _label_rows(
+    rows: Iterator[SourceRow],
+    key_column: str,
+    key_is_link: bool,
+    label_col: str,
+    ideology_col: str,
+    rationale_col: str | None,
+    handle_to_did: HandleResolver | None,
+    drop_ideology_on_non_sociopolitical: bool = False,
+) -> Iterator[LabelResult]:
+    for number, record in enumerate(rows, start=1):
+        row = record.values
+        raw_key = row.get(key_column)
+        uri = str(raw_key).strip() if not is_empty(raw_key) else f"row:{number}"
+        try:
+            if record.error:
+                raise RowError(record.error)
+            if is_empty(raw_key):
+                raise RowError(f"missing_{key_column}")
+            uri = link_to_uri(uri, handle_to_did) if key_is_link else normalize_uri(uri, handle_to_did)
+            try:
+                social = normalize_sociopolitical(row.get(label_col))
+                ideology = normalize_ideology(row.get(ideology_col))
+            except ValueError as exc:
+                raise RowError(f"{REASON_UNKNOWN_LABEL}: {exc}") from None
+            if social is None:
+                raise RowError(f"missing_label: column {label_col} is empty")
+            if not social and ideology is not None and drop_ideology_on_non_sociopolitical:
+                # Some recorded labelers (Llama-3 in the 2024 pilot) fill the ideology column with a
+                # placeholder on non-sociopolitical posts; the table contract keeps ideology for those null.
+                ideology = None
+            if not social and ideology is not None:
+                raise RowError(f"{REASON_IDEOLOGY_ON_NON_SOCIOPOLITICAL}: {ideology}")
+            if social and ideology is None:
+                raise RowError(f"{REASON_MISSING_IDEOLOGY}: column {ideology_col} is empty")
+        except RowError as exc:
+            yield LabelResult(uri, "failed", f"invalid_row: {exc} (row {number})")
+            continue
+        rationale = row.get(rationale_col) if rationale_col else None
+        rationale = None if is_empty(rationale) else str(rationale).strip()
+        yield LabelResult(uri, "ok", None, social, ideology, rationale)
+
+
+REASON_NOT_IN_FILE = "not_in_label_file"
+REASON_CONFLICTING_ROWS = "conflicting_label_rows"
+
+
+def file_digest(path: str | Path) -> str:
+    """sha256 (hex) of the file's bytes: what `sha256sum` prints, so a user can tell which of their files a
+    stored label came from, whatever it has been renamed or moved to since."""
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+@dataclass
+class ImportLabeler:
+    """A label file as a `Labeler`, so imported labels go through the same asset path as model labels.
+
+    `label` reports, for each post asked about, its row (identical duplicate rows collapse; conflicting
+    ones fail with `conflicting_label_rows`) or `skipped`/`not_in_label_file` when the file lacks it.
+    Reading a file costs nothing, so unlike a model's answers an import is re-read on every run: the
+    `llm_labels` asset asks about every post and stores what differs (see `assets/llm_labels.py`).
+    """
+
+    path: str
+    name: str = "import"
+    model: str = "external"
+    prompt_version: str = "external"
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def read(self) -> Iterator[LabelResult]:
+        """Every row of the file as a LabelResult, in file order."""
+        return read_label_file(self.path, self.name, self.model, self.prompt_version, **self.options)
+
+    def digest(self) -> str:
+        """The file's `file_digest`, recorded with the labels imported from it."""
+        return file_digest(self.path)
+
+    def label(self, posts: Sequence[PostText], on_result: Callable[[LabelResult], None]) -> LabelStats:
+        """Call `on_result` once per post in `posts`, in their order, with what the file says about it."""
+        wanted = {post.uri for post in posts}
+        found: dict[str, LabelResult] = {}
+        unattributed = 0
+        for result in self.read():
+            if result.uri not in wanted:
+                unattributed += result.status == "failed"
+                continue
+            previous = found.get(result.uri)
+            if previous is None or previous == result:
+                found[result.uri] = result
+            else:
+                found[result.uri] = LabelResult(result.uri, "failed", REASON_CONFLICTING_ROWS)
+        if unattributed:
+            log.warning("llm import: %d failed row(s) in %s match none of the posts asked", unattributed, self.path)
+        stats = LabelStats(posts=len(posts))
+        for post in posts:
+            result = found.get(post.uri) or LabelResult(post.uri, "skipped", REASON_NOT_IN_FILE)
+            stats.record(result)
+            on_result(result)
+        return stats

@@ -26,9 +26,9 @@ from bsky_warehouse.evaluation import (
     labeler_agreement,
     task_pairs,
 )
+from bsky_warehouse.label_files import read_label_file
 from bsky_warehouse.pipeline import run_window
 from bsky_warehouse.project import REFERENCE_DIR, SAMPLE_DIR
-from bsky_warehouse.resources.llm import read_label_file
 from bsky_warehouse.resources.reference_labels import (
     RECORDED_LABELS,
     RECORDED_MODELS,

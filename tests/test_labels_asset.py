@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 from collections import defaultdict
 from datetime import date
 
@@ -12,11 +13,12 @@ from dagster import AssetKey, DagsterInstance
 
 from bsky_warehouse.cli import SAMPLE_WINDOW, dbt_fed_by, recorded_labels_config
 from bsky_warehouse.evaluation import HAND_LABEL_SEED, _hand_labels, labeler_agreement, task_pairs
+from bsky_warehouse.instrument import PROMPT_VERSION
 from bsky_warehouse.metrics import accuracy, macro_f1
 from bsky_warehouse.partitions import DayWindow
 from bsky_warehouse.pipeline import run_window
 from bsky_warehouse.project import REFERENCE_DIR, SAMPLE_DIR
-from bsky_warehouse.resources.llm import PROMPT_VERSION, OpenAILabelerResource
+from bsky_warehouse.resources.llm import OpenAILabelerResource
 from bsky_warehouse.resources.reference_labels import RECORDED_MODELS
 from tests.factories import post_event, write_archive
 from tests.servers.openai_server import OpenAIServer
@@ -166,3 +168,108 @@ def test_without_an_llm_the_daily_labels_step_is_skipped_visibly_and_the_marts_s
     assert con.execute("SELECT count(*) FROM llm_labels").fetchall() == [(0,)]
     assert con.execute("SELECT count(*) FROM cleaned_posts").fetchall()[0][0] > 0
     con.close()
+
+
+LABEL_TEXTS = {
+    "senate": "The senate passed the new immigration bill today",
+    "pasta": "Made a lovely pasta with fresh basil tonight",
+    "ballot": "Climate policy is on the ballot this November",
+    "garden": "The tomatoes in my garden are finally ripe",
+    "union": "Proud to stand with the striking union workers",
+}
+LABEL_DAY = date(2024, 3, 10)
+
+
+def label_file(path, rows: dict[str, tuple[str, str]]) -> str:
+    """A CSV of labels keyed by AT URI, one row per (rkey: (label, ideology)); returns its sha256."""
+    with path.open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["uri", "label", "ideology"])
+        for rkey, (label, ideology) in rows.items():
+            writer.writerow([f"at://did:plc:author1/app.bsky.feed.post/{rkey}", label, ideology])
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def import_labels(instance, db: str, archive, path, ingest: bool = False) -> dict:
+    """Materialize llm_labels from `path` (after ingesting `archive` first); the run's metadata."""
+    config = {"ops": {"llm_labels": {"config": {"labeler": "import", "import_path": str(path), "import_model": "m"}}}}
+    assets = [*INGEST, "llm_labels"] if ingest else ["llm_labels"]
+    result = run_window(DayWindow.for_day(LABEL_DAY), instance, db_path=db, archive_dir=str(archive),
+                        assets=assets, run_config=config)  # fmt: skip
+    assert result["success"], result["failures"]
+    event = instance.get_latest_materialization_event(AssetKey("llm_labels"))
+    return {key: value.value for key, value in event.asset_materialization.metadata.items()}
+
+
+def stored_labels(db: str) -> dict[str, dict]:
+    """Every llm_labels row by rkey, with all its columns as stored."""
+    con = duckdb.connect(db, read_only=True)
+    try:
+        cursor = con.execute("SELECT * FROM llm_labels ORDER BY uri")
+        names = [d[0] for d in cursor.description]
+        rows = [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+    finally:
+        con.close()
+    return {row["uri"].rsplit("/", 1)[1]: row for row in rows}
+
+
+def answer_of(row: dict) -> tuple:
+    return row["status"], row["is_sociopolitical"], row["political_ideology"], row["source_digest"]
+
+
+@pytest.fixture
+def labeled_from_file(tmp_path):
+    """A day of five posts imported from a first label file: one invalid row, one post missing from it."""
+    archive = tmp_path / "archive"
+    write_archive(archive / "d.jsonl", [post_event(k, text=v) for k, v in LABEL_TEXTS.items()])
+    db = str(tmp_path / "wh.duckdb")
+    instance = DagsterInstance.ephemeral()
+    first = tmp_path / "labels_v1.csv"
+    digest = label_file(first, {"senate": ("civic", "left"), "pasta": ("not civic", ""), "ballot": ("maybe", ""),
+                                "union": ("civic", "left")})  # fmt: skip
+    metadata = import_labels(instance, db, archive, first, ingest=True)
+    assert metadata["replaced"] == len(LABEL_TEXTS) and metadata["source_digests"] == [digest]
+    return instance, db, archive, tmp_path, digest
+
+
+def test_reimporting_the_same_label_file_changes_nothing(labeled_from_file):
+    instance, db, archive, tmp_path, digest = labeled_from_file
+    before = stored_labels(db)
+    assert {k: answer_of(r)[:3] for k, r in before.items()} == {
+        "senate": ("ok", True, "left"),
+        "pasta": ("ok", False, None),
+        "ballot": ("failed", None, None),
+        "garden": ("skipped", None, None),
+        "union": ("ok", True, "left"),
+    }
+    assert {answer_of(r)[3] for r in before.values()} == {digest}
+    metadata = import_labels(instance, db, archive, tmp_path / "labels_v1.csv")
+    assert metadata["replaced"] == 0 and metadata["dagster/row_count"] == len(LABEL_TEXTS)
+    assert stored_labels(db) == before  # byte for byte, labeled_at included
+
+
+def test_reimporting_a_corrected_label_file_replaces_only_what_it_changes(labeled_from_file):
+    instance, db, archive, tmp_path, first_digest = labeled_from_file
+    before = stored_labels(db)
+    assert before["ballot"]["reason"].startswith("invalid_row: unknown_label")
+    assert before["garden"]["reason"] == "not_in_label_file"
+    corrected = tmp_path / "labels_v2.csv"
+    digest = label_file(corrected, {
+        "senate": ("civic", "right"),  # a corrected answer
+        "pasta": ("not civic", ""),  # unchanged
+        "ballot": ("civic", "moderate"),  # the invalid row fixed
+        "union": ("civic", "left"),  # unchanged
+        "garden": ("not civic", ""),  # a post the first file lacked
+    })  # fmt: skip
+    metadata = import_labels(instance, db, archive, corrected)
+    assert metadata["replaced"] == 3
+    after = stored_labels(db)
+    assert answer_of(after["senate"]) == ("ok", True, "right", digest)
+    assert answer_of(after["ballot"]) == ("ok", True, "moderate", digest)
+    assert answer_of(after["garden"]) == ("ok", False, None, digest)
+    assert after["senate"]["reason"] is None and after["ballot"]["reason"] is None and after["garden"]["reason"] is None
+    # Rows the new file gives the same answer stay as the first file wrote them.
+    assert after["pasta"] == before["pasta"] and after["union"] == before["union"]
+    assert answer_of(after["union"])[3] == first_digest
+    assert import_labels(instance, db, archive, corrected)["replaced"] == 0
+    assert stored_labels(db) == after

@@ -1,4 +1,4 @@
-"""The LLM labeler: prompt/schema/validation as pure functions, the HTTP client against a real local
+"""The LLM labeler: the instrument and answer validation as pure functions, the HTTP client against a real local
 OpenAI-compatible server (tests/servers/openai_server.py) with injected faults, and label-file import."""
 
 from __future__ import annotations
@@ -14,27 +14,25 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from bsky_warehouse.records import IDEOLOGIES, LabelResult, PostText
-from bsky_warehouse.resources.llm import (
+from bsky_warehouse.instrument import (
     PROMPT_VERSION,
     SCHEMA,
     SYSTEM_PROMPT,
     USER_TEMPLATE,
-    AnswerError,
-    ImportLabeler,
-    LabelerConfigError,
-    OpenAILabelerResource,
-    VLLMLabelerResource,
-    VLLMUnavailableError,
     build_messages,
-    build_request,
     derive_prompt_version,
+)
+from bsky_warehouse.label_files import (
+    ImportLabeler,
     link_to_uri,
     normalize_ideology,
     normalize_sociopolitical,
-    parse_answer,
     read_label_file,
 )
+from bsky_warehouse.label_validation import AnswerError, parse_answer
+from bsky_warehouse.records import IDEOLOGIES, LabelResult, PostText
+from bsky_warehouse.resources.llm import LabelerConfigError, OpenAILabelerResource, build_request
+from bsky_warehouse.resources.vllm import VLLMLabelerResource, VLLMUnavailableError
 from tests.servers.openai_server import OpenAIServer, extract_posts
 
 pytestmark = pytest.mark.timeout(300)  # a hang guard for the async client, generous for a busy machine

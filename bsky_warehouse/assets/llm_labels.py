@@ -2,20 +2,27 @@
 
 Like the toxicity scores, labeling holds no writer lock while the model works: a day's answers go to a
 checkpoint and are merged in one short transaction, and a re-run never re-asks for finished posts.
+
+Labels imported from a file are the exception: reading the file again costs nothing and the file may have been
+corrected since, so an import looks up every post of the day and replaces the stored rows whose outcome the
+file now gives differently (`import_partition`); rows it gives the same stay exactly as stored.
 """
 
-from datetime import UTC, datetime
+from collections.abc import Mapping
+from datetime import UTC, date, datetime
 from typing import Any
 
 from dagster import AssetExecutionContext, BackfillPolicy, Config, MaterializeResult, asset
 from pydantic import Field
 
 from bsky_warehouse.assets.toxicity import summarize
-from bsky_warehouse.checkpoint import run_partition
+from bsky_warehouse.checkpoint import ELIGIBLE_SQL, Checkpoint, claim, merge_partition, run_partition
+from bsky_warehouse.label_files import ImportLabeler
 from bsky_warehouse.partitions import DayWindow, daily_partitions
-from bsky_warehouse.records import Labeler, LabelResult
-from bsky_warehouse.resources.llm import ImportLabeler, OpenAILabelerResource, VLLMLabelerResource
+from bsky_warehouse.records import Labeler, LabelResult, PostText
+from bsky_warehouse.resources.llm import OpenAILabelerResource
 from bsky_warehouse.resources.reference_labels import handle_map_from_csv, reference_handle_to_did
+from bsky_warehouse.resources.vllm import VLLMLabelerResource
 from bsky_warehouse.resources.warehouse import WarehouseResource
 
 
@@ -34,7 +41,9 @@ class LabelsConfig(Config):
     import_drop_ideology_on_non_sociopolitical: bool = Field(
         default=False, description="import: treat an ideology given for a non-sociopolitical post as a placeholder."
     )
-    retry_failed: bool = Field(default=True, description="Re-ask rows that failed with `api_error`.")
+    retry_failed: bool = Field(
+        default=True, description="Re-ask rows that failed with `api_error` (an import re-reads every row anyway)."
+    )
 
 
 def unconfigured_reason(config: LabelsConfig, openai: OpenAILabelerResource, vllm: VLLMLabelerResource) -> str | None:
@@ -75,6 +84,10 @@ def resolve_labeler(config: LabelsConfig, openai: OpenAILabelerResource, vllm: V
     raise ValueError(f"unknown labeler {config.labeler!r}: use openai, vllm or import")
 
 
+# What a label says about its post; a stored row is replaced by an import only when one of these differs.
+ANSWER_COLUMNS = ("status", "reason", "is_sociopolitical", "political_ideology", "rationale")
+
+
 def label_columns(result: LabelResult) -> dict[str, Any]:
     return {
         "status": result.status,
@@ -83,6 +96,77 @@ def label_columns(result: LabelResult) -> dict[str, Any]:
         "political_ideology": result.political_ideology,
         "rationale": result.rationale,
         "labeled_at": datetime.now(UTC),
+    }
+
+
+def import_partition(
+    warehouse: WarehouseResource, day: date, labeler: ImportLabeler, producer: Mapping[str, str]
+) -> dict[str, Any]:
+    """Bring a day's imported labels in line with the label file, touching only what the file changes.
+
+    Every eligible post of the day is looked up in the file (not only those without a row, as for paid
+    answers), so a corrected answer, a post the file used to lack (`not_in_label_file`) and a row that was
+    `invalid_row` and is now valid all replace the stored row. A row whose answer is unchanged is left
+    byte-identical, `labeled_at` and `source_digest` included: a re-run of the same file writes nothing.
+    Only a row stored without a digest (imported before digests were recorded) is rewritten to get one.
+
+    Runs under the partition's checkpoint claim, so two imports of the same producer and day cannot compare
+    against a table the other is changing. Returns the same summary as `run_partition`, plus `replaced`.
+    """
+    what = f"llm_labels for partition {day} ({', '.join(f'{k}={v}' for k, v in producer.items())})"
+    checkpoint = Checkpoint(warehouse.staging_dir, "llm_labels", producer.values(), day)
+    where = " AND ".join(f"{column} = ${column}" for column in producer)
+    with claim(checkpoint.lock_path, what, warehouse.lock_timeout_s):
+        with warehouse.connect() as con:
+            # A warehouse created before labels recorded their file lacks the column; CREATE IF NOT EXISTS
+            # does not add it, and only imports write it.
+            con.execute("ALTER TABLE llm_labels ADD COLUMN IF NOT EXISTS source_digest VARCHAR")
+            eligible = con.execute(
+                "SELECT uri, text, coalesce(langs, []) FROM cleaned_posts"
+                " WHERE partition_date = $day AND passes_filters ORDER BY uri",
+                {"day": day},
+            ).fetchall()
+            stored = {
+                uri: (tuple(answer), digest)
+                for uri, digest, *answer in con.execute(
+                    f"""SELECT uri, source_digest, {", ".join(ANSWER_COLUMNS)} FROM llm_labels
+                        WHERE {where} AND partition_date = $day""",
+                    {"day": day, **producer},
+                ).fetchall()
+            }
+        digest = labeler.digest()
+        results: list[LabelResult] = []
+        stats = labeler.label([PostText(uri, text, tuple(langs)) for uri, text, langs in eligible], results.append)
+        if labeler.digest() != digest:
+            raise RuntimeError(f"{labeler.path} changed while it was being imported: run the import again")
+        fixed = {**producer, "partition_date": day, "source_digest": digest}
+        rows = []
+        for result in results:
+            columns = label_columns(result)
+            answer = tuple(columns[c] for c in ANSWER_COLUMNS)
+            previous = stored.get(result.uri)
+            if previous is None or previous[0] != answer or previous[1] is None:
+                rows.append({**columns, **fixed, "uri": result.uri})
+        with warehouse.connect() as con:
+            total = merge_partition(con, "llm_labels", day, producer, rows, ELIGIBLE_SQL)
+            by_status = dict(
+                con.execute(
+                    f"""SELECT status || coalesce(':' || reason, ''), count(*) FROM llm_labels
+                        WHERE partition_date = $day AND {where} GROUP BY 1 ORDER BY 1""",
+                    {"day": day, **producer},
+                ).fetchall()
+            )
+        # A checkpoint left by an import that ran through run_partition is of an older reading of the file.
+        checkpoint.discard()
+    return {
+        "eligible_to_do": len(eligible),
+        "resumed_from_checkpoint": 0,
+        "requested": len(eligible),
+        "replaced": len(rows),
+        "rows": total,
+        "by_status": by_status,
+        "backend_stats": stats,
+        "source_digest": digest,
     }
 
 
@@ -112,8 +196,15 @@ def llm_labels(
     producer = {"labeler": labeler.name, "model": labeler.model, "prompt_version": labeler.prompt_version}
     per_day = {}
     for day in DayWindow.from_time_window(context.partition_time_window).days():
-        per_day[day.isoformat()] = run_partition(
-            warehouse, "llm_labels", day, producer=producer, version={}, work=work, retry_failed=config.retry_failed
-        )
+        if isinstance(labeler, ImportLabeler):
+            per_day[day.isoformat()] = import_partition(warehouse, day, labeler, producer)
+        else:
+            per_day[day.isoformat()] = run_partition(
+                warehouse, "llm_labels", day, producer=producer, version={}, work=work, retry_failed=config.retry_failed
+            )
         context.log.info(f"{day} {producer}: {per_day[day.isoformat()]}")
-    return MaterializeResult(metadata={**summarize(labeler.name, per_day), **producer})
+    metadata = {**summarize(labeler.name, per_day), **producer}
+    if isinstance(labeler, ImportLabeler):
+        metadata["replaced"] = sum(stats["replaced"] for stats in per_day.values())
+        metadata["source_digests"] = sorted({stats["source_digest"] for stats in per_day.values()})
+    return MaterializeResult(metadata=metadata)
