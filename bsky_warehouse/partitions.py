@@ -6,7 +6,6 @@ partitions (a single-run backfill) and one partition are handled the same way.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -14,12 +13,11 @@ from typing import Any
 
 from dagster import DailyPartitionsDefinition, TimeWindow
 
-START_ENV = "BSKY_WAREHOUSE_START_DATE"
-DEFAULT_START = "2024-03-08"
+from bsky_warehouse.settings import START_DATE
 
-daily_partitions = DailyPartitionsDefinition(
-    start_date=os.environ.get(START_ENV, DEFAULT_START), timezone="UTC", fmt="%Y-%m-%d"
-)
+START_ENV = START_DATE.name
+
+daily_partitions = DailyPartitionsDefinition(start_date=START_DATE.get().isoformat(), timezone="UTC", fmt="%Y-%m-%d")
 
 
 @dataclass(frozen=True)
@@ -56,8 +54,9 @@ def rebuild_days(window: DayWindow, recorded: Iterable[date]) -> list[date]:
 
 
 def dbt_vars_for_days(days: Iterable[date]) -> dict[str, Any]:
-    """`--vars` selecting exactly these days: the half-open hull as `min_date`/`max_date` (what the models
-    filter on, and what DuckDB prunes by), plus the `days` list only when the set has gaps."""
+    """The window selecting exactly these days: the half-open hull as `min_date`/`max_date` (what the models
+    filter on, and what DuckDB prunes by), plus the `days` list only when the set has gaps. As `--vars` for a
+    build by hand; Dagster's dbt step passes the same as environment variables (dbt_env_for_days)."""
     wanted = sorted(set(days))
     if not wanted:
         raise ValueError("a dbt build needs at least one day")
@@ -65,6 +64,20 @@ def dbt_vars_for_days(days: Iterable[date]) -> dict[str, Any]:
     if len(hull.days()) == len(wanted):
         return hull.dbt_vars()
     return {**hull.dbt_vars(), "days": [d.isoformat() for d in wanted]}
+
+
+# The environment variables macros/in_window.sql reads the window from when no `--vars` give it.
+DBT_WINDOW_ENV = {"min_date": "BSKY_DBT_MIN_DATE", "max_date": "BSKY_DBT_MAX_DATE", "days": "BSKY_DBT_DAYS"}
+
+
+def dbt_env_for_days(days: Iterable[date]) -> dict[str, str]:
+    """dbt_vars_for_days as the environment of one dbt process: the macros read it only when a model runs, so a
+    new window costs dbt no parsing, where a changed `--vars` costs a full parse of the project."""
+    window = dbt_vars_for_days(days)
+    env = {DBT_WINDOW_ENV[name]: window[name] for name in ("min_date", "max_date")}
+    if "days" in window:
+        env[DBT_WINDOW_ENV["days"]] = ",".join(window["days"])
+    return env
 
 
 def partition_start_date() -> date:

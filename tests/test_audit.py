@@ -1,5 +1,5 @@
 """The audit: audit_by_topic's arithmetic on a case small enough to compute by hand, per-system thresholds,
-and the `audit` command's report with example posts."""
+what-ifs that stay in their own tables, and the `audit` command's report with example posts."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from bsky_warehouse.assets.dbt import dbt_build_args
+from bsky_warehouse.assets.dbt import AuditWhatIf, build_audit_whatif
 from bsky_warehouse.audit import OVER, UNDER, Audit, Example, TopicAudit, render_markdown, report_path, sensitive_topics
 from bsky_warehouse.partitions import DayWindow
 from bsky_warehouse.project import DBT_ENV, DBT_PROJECT_DIR, dbt_executable
@@ -78,7 +78,8 @@ def db(tmp_path_factory: pytest.TempPathFactory) -> str:
                 )
             if social is not None:
                 con.execute(
-                    "INSERT INTO llm_labels VALUES ($uri, 'import', 'm', 'v2', 'ok', NULL, $s, NULL, NULL, $at, $day)",
+                    """INSERT INTO llm_labels (uri, labeler, model, prompt_version, status, is_sociopolitical,
+                           labeled_at, partition_date) VALUES ($uri, 'import', 'm', 'v2', 'ok', $s, $at, $day)""",
                     {"uri": uri(name), "s": social, "at": AT, "day": DAY},
                 )
             judgements = [("toxicity", toxicity), ("sociopolitical", social_judged)]
@@ -90,8 +91,9 @@ def db(tmp_path_factory: pytest.TempPathFactory) -> str:
                     )
         # An older prompt version said yes to p1; the latest (v2, labeled later) says no and is the one audited.
         con.execute(
-            """INSERT INTO llm_labels VALUES ($uri, 'import', 'm', 'v1', 'ok', NULL, true, NULL, NULL,
-                   TIMESTAMPTZ '2024-03-09 00:00:00+00', $day)""",
+            """INSERT INTO llm_labels (uri, labeler, model, prompt_version, status, is_sociopolitical, labeled_at,
+                   partition_date)
+               VALUES ($uri, 'import', 'm', 'v1', 'ok', true, TIMESTAMPTZ '2024-03-09 00:00:00+00', $day)""",
             {"uri": uri("p1"), "day": DAY},
         )
         # Another rater's judgement never mixes into alice's audit.
@@ -103,11 +105,11 @@ def db(tmp_path_factory: pytest.TempPathFactory) -> str:
     return path
 
 
-def audit_rows(db: str, system: str, rater: str = "alice") -> dict[int, dict]:
+def audit_rows(db: str, system: str, rater: str = "alice", relation: str = "audit_by_topic") -> dict[int, dict]:
     con = duckdb.connect(db, read_only=True)
     try:
         cursor = con.execute(
-            "SELECT * FROM marts.audit_by_topic WHERE system = $s AND rater = $r ORDER BY topic_id",
+            f'SELECT * FROM marts."{relation}" WHERE system = $s AND rater = $r ORDER BY topic_id',
             {"s": system, "r": rater},
         )
         columns = [d[0] for d in cursor.description]
@@ -181,13 +183,30 @@ def test_a_threshold_that_is_not_a_probability_stops_the_build(tmp_path, db):
     proc = dbt(db, "compile", "--select", "audit_judged_posts", "--vars", '{"audit_threshold": 2}', ok=False)
     assert "audit_threshold must be a number in [0, 1]" in proc.stdout
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
-        dbt_build_args(DayWindow.for_day(DAY), {SCORER: 1.5})
-    args = dbt_build_args(DayWindow.for_day(DAY), {SCORER: 0.7})
-    assert json.loads(args[2]) == {
-        "min_date": "2024-03-10",
-        "max_date": "2024-03-11",
-        "audit_thresholds": {SCORER: 0.7},
-    }
+        AuditWhatIf(SCORER, 1.5)
+    assert AuditWhatIf(LABELER, 0.7).relation("audit_by_topic") == "audit_by_topic__whatif_labeler_import_m_0_7"
+    # The suffix becomes a table name: only [a-z0-9_] passes.
+    bad = {"audit_whatif": {"system": SCORER, "threshold": 0.7, "suffix": "x; drop table cleaned_posts"}}
+    proc = dbt(db, "compile", "--select", "audit_by_topic", "--vars", json.dumps(bad), ok=False)
+    assert "audit_whatif.suffix must match" in proc.stdout
+
+
+def test_a_what_if_stays_in_its_own_tables_and_a_later_build_leaves_it(tmp_path, db):
+    copy = str(tmp_path / "wh.duckdb")
+    Path(copy).write_bytes(Path(db).read_bytes())
+    whatif = AuditWhatIf(SCORER, 0.85)
+    build_audit_whatif(WarehouseResource(path=copy), whatif, {"audit_min_judged": 2})
+    assert audit_rows(copy, SCORER) == audit_rows(db, SCORER), "the what-if leaked into the shared mart"
+    build(copy)  # the next normal build
+    configured = audit_rows(copy, SCORER)
+    assert configured == audit_rows(db, SCORER) and {r["threshold"] for r in configured.values()} == {0.5}
+    rows = audit_rows(copy, SCORER, relation=whatif.relation("audit_by_topic"))
+    # The per-system test's figures at .85: cats over p1, under p3; politics under p4 and p6.
+    assert (rows[0]["n_over_sensitive"], rows[0]["n_under_sensitive"]) == (1, 1)
+    assert (rows[1]["n_over_sensitive"], rows[1]["n_under_sensitive"]) == (0, 2)
+    assert {r["threshold"] for r in rows.values()} == {0.85}
+    others = audit_rows(copy, LABELER, relation=whatif.relation("audit_by_topic"))
+    assert {r["threshold"] for r in others.values()} == {0.5}
 
 
 def test_audit_command_prints_worst_topics_and_writes_the_report(tmp_path, db):
@@ -250,19 +269,33 @@ def test_markdown_report_lists_evidence_and_escapes_tables(tmp_path):
 
 
 @pytest.mark.integration
-def test_audit_threshold_option_rebuilds_the_audit_as_a_dagster_run(tmp_path, db):
+def test_audit_threshold_option_is_a_what_if_the_daily_build_leaves_alone(tmp_path, db):
+    from dagster import DagsterInstance
+
+    from bsky_warehouse.pipeline import run_window
+
     copy = str(tmp_path / "wh.duckdb")
     Path(copy).write_bytes(Path(db).read_bytes())
     env = {**os.environ, "BSKY_WAREHOUSE_DB": copy, "DAGSTER_HOME": str(tmp_path / "dagster_home")}
-    proc = subprocess.run(
-        [sys.executable, "-m", "bsky_warehouse.cli", "audit", "--system", SCORER, "--rater", "alice",
-         "--task", "toxicity", "--threshold", "0.85", "--out", str(tmp_path / "r.md"), "--json"],
-        env=env, capture_output=True, text=True,
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    summary = json.loads(proc.stdout)
+
+    def audit(*extra: str) -> dict:
+        proc = subprocess.run(
+            [sys.executable, "-m", "bsky_warehouse.cli", "audit", "--system", SCORER, "--rater", "alice",
+             "--task", "toxicity", "--out", str(tmp_path / "r.md"), "--json", *extra],
+            env=env, capture_output=True, text=True,
+        )  # fmt: skip
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        return json.loads(proc.stdout)
+
+    summary = audit("--threshold", "0.85")
     assert summary["threshold"] == 0.85
     assert (summary["n_over_sensitive"], summary["n_under_sensitive"]) == (1, 3)  # see the per-system test
-    assert {r["threshold"] for r in audit_rows(copy, LABELER).values()} == {0.5}
-    runs = list((tmp_path / "dagster_home").rglob("*"))
-    assert runs, "the rebuild is recorded in the Dagster instance"
+    assert {r["threshold"] for r in audit_rows(copy, SCORER).values()} == {0.5}
+    # A build of the audit marts through Dagster (the unpartitioned asset) keeps the configured threshold and
+    # leaves the what-if's tables as they were.
+    result = run_window(DayWindow.for_day(DAY), DagsterInstance.ephemeral(), db_path=copy,
+                        assets=["audit_judged_posts", "audit_by_topic"], checks=False)  # fmt: skip
+    assert result["success"] and set(result["assets_materialized"]) == {"audit_judged_posts", "audit_by_topic"}
+    assert audit()["threshold"] == 0.5
+    relation = AuditWhatIf(SCORER, 0.85).relation("audit_by_topic")
+    assert {r["threshold"] for r in audit_rows(copy, SCORER, relation=relation).values()} == {0.85}

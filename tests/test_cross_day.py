@@ -14,7 +14,7 @@ from dagster._core.definitions.data_version import CachingStaleStatusResolver, S
 from dagster._time import get_current_datetime
 
 from bsky_warehouse import cross_day
-from bsky_warehouse.assets.dbt import clears_stale_days, dbt_build_args, incremental_models
+from bsky_warehouse.assets.dbt import clears_stale_days, dbt_build_env, incremental_models
 from bsky_warehouse.cleaning import FilterRules, clean_day
 from bsky_warehouse.ingest import replace_day, stage_lines
 from bsky_warehouse.partitions import DayWindow, dbt_vars_for_days, rebuild_days
@@ -38,14 +38,15 @@ def test_contiguous_days_are_a_plain_window_and_gaps_add_the_day_list():
         dbt_vars_for_days([])
 
 
-def test_build_args_widen_the_window_by_the_stale_days_only():
-    assert json.loads(dbt_build_args(DayWindow.for_day(D12))[2]) == DayWindow.for_day(D12).dbt_vars()
-    args = dbt_build_args(DayWindow.for_day(D12), {"scorer:x": 0.7}, extra_days=[D10, D12])
-    assert json.loads(args[2]) == {
-        "min_date": "2024-03-10",
-        "max_date": "2024-03-13",
-        "days": ["2024-03-10", "2024-03-12"],
-        "audit_thresholds": {"scorer:x": 0.7},
+def test_build_env_widens_the_window_by_the_stale_days_only():
+    assert dbt_build_env(DayWindow.for_day(D12)) == {
+        "BSKY_DBT_MIN_DATE": "2024-03-12",
+        "BSKY_DBT_MAX_DATE": "2024-03-13",
+    }
+    assert dbt_build_env(DayWindow.for_day(D12), extra_days=[D10, D12]) == {
+        "BSKY_DBT_MIN_DATE": "2024-03-10",
+        "BSKY_DBT_MAX_DATE": "2024-03-13",
+        "BSKY_DBT_DAYS": "2024-03-10,2024-03-12",
     }
 
 

@@ -1,11 +1,13 @@
-"""A dbt process that outlives its failed step is ended before the writer lock is released."""
+"""A dbt process that outlives its failed step is ended before the writer lock is released; the window it is
+given in its environment does not outlive its start."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
-from bsky_warehouse.assets.dbt import stop_process
+from bsky_warehouse.assets.dbt import environ, stop_process
 
 
 def test_a_running_process_is_interrupted_and_gone():
@@ -29,3 +31,13 @@ def test_a_finished_process_is_left_alone():
     proc.wait()
     stop_process(proc)
     assert proc.returncode == 0
+
+
+def test_the_window_environment_is_set_for_the_block_and_restored(monkeypatch):
+    """The dbt step sets the window only while it starts dbt: a later step (or dbt by hand) never inherits it."""
+    monkeypatch.setenv("BSKY_DBT_MIN_DATE", "2000-01-01")
+    monkeypatch.delenv("BSKY_DBT_DAYS", raising=False)
+    with environ({"BSKY_DBT_MIN_DATE": "2024-03-10", "BSKY_DBT_DAYS": "2024-03-10", "BSKY_DBT_MAX_DATE": None}):
+        assert os.environ["BSKY_DBT_MIN_DATE"] == "2024-03-10" and os.environ["BSKY_DBT_DAYS"] == "2024-03-10"
+        assert "BSKY_DBT_MAX_DATE" not in os.environ
+    assert os.environ["BSKY_DBT_MIN_DATE"] == "2000-01-01" and "BSKY_DBT_DAYS" not in os.environ

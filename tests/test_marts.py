@@ -104,3 +104,43 @@ def test_scorer_agreement_mart_matches_python_metrics(loaded_db):
             assert (sql_value is None) == (py_value is None)
             if py_value is not None:
                 assert sql_value == pytest.approx(py_value, abs=1e-9)
+
+
+def test_every_mart_is_daily_or_global_by_its_own_config():
+    """A mart is daily (incremental, replaced by day: the partitioned asset) or reads the whole history (a table,
+    tag `global`: the unpartitioned asset); the tag alone puts a new model in the right Dagster asset."""
+    from bsky_warehouse.assets.dbt import dbt_global_models, dbt_models
+    from bsky_warehouse.project import DBT_MANIFEST
+
+    nodes = json.loads(DBT_MANIFEST.read_text())["nodes"].values()
+    marts = [n for n in nodes if n["resource_type"] == "model" and n["fqn"][1] in ("marts", "audit")]
+    assert marts
+    for node in marts:
+        incremental = node["config"]["materialized"] == "incremental"
+        assert incremental != ("global" in node["tags"]), node["name"]
+    global_names = {n["name"] for n in marts if "global" in n["tags"]}
+    assert {key.to_user_string() for key in dbt_global_models.keys} == global_names
+    assert not {key.to_user_string() for key in dbt_models.keys} & global_names
+    assert dbt_global_models.partitions_def is None and dbt_models.partitions_def is not None
+
+
+def test_the_window_comes_from_the_environment_and_only_iso_dates_pass(tmp_path):
+    """Dagster's dbt step gives the window as environment variables (a new window then costs dbt no parsing);
+    they reach the compiled SQL, and a value that is not an ISO date stops the build (no SQL injection)."""
+    from bsky_warehouse.partitions import dbt_env_for_days
+
+    def compile_counts(window: dict[str, str]) -> subprocess.CompletedProcess:
+        env = {**os.environ, **DBT_ENV, "BSKY_WAREHOUSE_DB": str(tmp_path / "wh.duckdb"), **window}
+        return subprocess.run(
+            [dbt_executable(), "compile", "--select", "daily_post_counts", "--target-path", str(tmp_path / "t"),
+             "--project-dir", str(DBT_PROJECT_DIR), "--profiles-dir", str(DBT_PROJECT_DIR)],
+            env=env, cwd=DBT_PROJECT_DIR, capture_output=True, text=True,
+        )  # fmt: skip
+
+    proc = compile_counts(dbt_env_for_days([date(2024, 3, 13), date(2024, 3, 15)]))
+    assert proc.returncode == 0, proc.stdout[-4000:]
+    sql = next((tmp_path / "t" / "compiled").rglob("daily_post_counts.sql")).read_text()
+    assert "partition_date >= cast('2024-03-13' as date) and partition_date < cast('2024-03-16' as date)" in sql
+    assert "partition_date in (cast('2024-03-13' as date), cast('2024-03-15' as date))" in sql
+    bad = compile_counts({"BSKY_DBT_MIN_DATE": "2024-03-13", "BSKY_DBT_DAYS": "2024-03-13') or (1 = 1"})
+    assert bad.returncode != 0 and "days must hold ISO dates" in bad.stdout

@@ -5,26 +5,38 @@ is given every day recorded in `stale_mart_days` (rows of that day changed in an
 purging an earlier day's post, a take-over, a uri changing owner; see cross_day.py), and clears them once the
 build succeeded. The days rebuilt outside the run's partition range get their own materialization events, so
 Dagster shows those mart partitions as rebuilt by this run.
+
+Models tagged `global` in dbt (the marts over the whole history: agreement, author profiles, the audits) are
+one unpartitioned asset, `dbt_global_models`, not a day's partition: in a run it is the step after the daily
+models it reads, so a run or a single-run backfill builds it once, over whatever the days left.
+
+The window reaches dbt as environment variables of its one process (BSKY_DBT_MIN_DATE, BSKY_DBT_MAX_DATE,
+BSKY_DBT_DAYS; macros/in_window.sql), not as `--vars`: a change of vars throws away dbt's whole partial-parse
+cache (a full parse of the project per invocation), while the macros read the environment only when a model
+runs, so the project's partial-parse cache (copied into each invocation's target dir) serves every window.
 """
 
+import contextlib
 import json
 import os
+import re
 import signal
 import subprocess
 import tempfile
 from collections.abc import Collection, Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 from typing import Any
 
-from dagster import AssetExecutionContext, AssetKey, AssetMaterialization, BackfillPolicy, Config, Output
+from dagster import AssetExecutionContext, AssetKey, AssetMaterialization, BackfillPolicy, Output
 from dagster_dbt import DagsterDbtTranslator, DbtCliResource, dbt_assets
-from pydantic import Field
 
 from bsky_warehouse import cross_day
-from bsky_warehouse.partitions import DayWindow, daily_partitions, dbt_vars_for_days, rebuild_days
+from bsky_warehouse.partitions import DBT_WINDOW_ENV, DayWindow, daily_partitions, dbt_env_for_days, rebuild_days
 from bsky_warehouse.project import DBT_ENV, DBT_MANIFEST, DBT_PROJECT_DIR, dbt_executable
 from bsky_warehouse.resources.warehouse import DB_ENV, WarehouseResource
+from bsky_warehouse.settings import dbt_env
 
 
 class WarehouseDbtTranslator(DagsterDbtTranslator):
@@ -48,29 +60,14 @@ def dbt_resource() -> DbtCliResource:
     )
 
 
-class DbtBuildConfig(Config):
-    audit_thresholds: dict[str, float] = Field(
-        default_factory=dict,
-        description="Per-system flagging thresholds for audit_by_topic, e.g. {'scorer:perspective': 0.7}; "
-        "replaces the project's audit_thresholds var for this run (others use audit_threshold).",
-    )
-
-
-def dbt_build_args(
-    window: DayWindow, audit_thresholds: Mapping[str, float] | None = None, extra_days: Iterable[date] = ()
-) -> list[str]:
-    """`dbt build` restricted by Dagster's selection, with the partition window widened by `extra_days` (and
-    any per-system audit thresholds) as `--vars`."""
-    dbt_vars: dict[str, Any] = dbt_vars_for_days(rebuild_days(window, extra_days))
-    if audit_thresholds:
-        bad = {system: t for system, t in audit_thresholds.items() if not 0 <= t <= 1}
-        if bad:
-            raise ValueError(f"audit thresholds must be in [0, 1], got {bad}")
-        dbt_vars["audit_thresholds"] = dict(sorted(audit_thresholds.items()))
-    return ["build", "--vars", json.dumps(dbt_vars)]
+def dbt_build_env(window: DayWindow, extra_days: Iterable[date] = ()) -> dict[str, str]:
+    """The environment of a partition's `dbt build`: the run's window widened by `extra_days` (the days a
+    cross-day change left stale)."""
+    return dbt_env_for_days(rebuild_days(window, extra_days))
 
 
 AUTHOR_MODELS = "tag:authors"
+GLOBAL_MODELS = "tag:global"
 REBUILT_DAYS = "cross_day_days_rebuilt"
 
 
@@ -91,15 +88,13 @@ def clears_stale_days(selected: Collection[str], incremental: Collection[str]) -
 
 @dbt_assets(
     manifest=DBT_MANIFEST,
-    exclude=AUTHOR_MODELS,
+    exclude=f"{AUTHOR_MODELS} {GLOBAL_MODELS}",
     partitions_def=daily_partitions,
     dagster_dbt_translator=WarehouseDbtTranslator(),
     backfill_policy=BackfillPolicy.single_run(),
     pool="duckdb",
 )
-def dbt_models(
-    context: AssetExecutionContext, dbt: DbtCliResource, warehouse: WarehouseResource, config: DbtBuildConfig
-) -> Iterator[Any]:
+def dbt_models(context: AssetExecutionContext, dbt: DbtCliResource, warehouse: WarehouseResource) -> Iterator[Any]:
     # A single-run backfill hands us a range of partitions: use the whole window, never one key.
     window = DayWindow.from_time_window(context.partition_time_window)
     # The writer lock is held from reading the stale days to clearing them: no change can slip in between.
@@ -110,7 +105,7 @@ def dbt_models(
         if extra:
             context.log.info(f"also rebuilding days changed by other days' runs: {[str(d) for d in extra]}")
         built: list[AssetKey] = []
-        for event in _build(context, dbt, warehouse, dbt_build_args(window, config.audit_thresholds, stale)):
+        for event in _build(context, dbt, warehouse, ["build"], dbt_build_env(window, stale)):
             if isinstance(event, Output):
                 built.append(context.asset_key_for_output(event.output_name))
                 event = event.with_metadata({**event.metadata, REBUILT_DAYS: [d.isoformat() for d in extra]})
@@ -135,17 +130,46 @@ def rebuilt_materializations(keys: list[AssetKey], days: list[date], window: Day
 
 
 def _build(
-    context: AssetExecutionContext, dbt: DbtCliResource, warehouse: WarehouseResource, args: list[str]
+    context: AssetExecutionContext,
+    dbt: DbtCliResource,
+    warehouse: WarehouseResource,
+    args: list[str],
+    window_env: Mapping[str, str] | None = None,
 ) -> Iterator[Any]:
-    """dbt against the warehouse file, under the writer lock, with a private target dir per invocation."""
+    """dbt against the warehouse file, under the writer lock, with a private target dir per invocation.
+
+    `window_env` (no window: the full range) is set only while the dbt process starts: DbtCliResource.cli
+    copies os.environ into the process it starts and takes no environment of its own.
+    """
     os.environ[DB_ENV] = str(warehouse.db_path)
     os.environ.update(DBT_ENV)
+    window = {name: (window_env or {}).get(name) for name in DBT_WINDOW_ENV.values()}
     with warehouse.lock(), tempfile.TemporaryDirectory(prefix="dbt-target-") as target:
-        invocation = dbt.cli(args, context=context, target_path=Path(target))
+        with environ(window):
+            invocation = dbt.cli(args, context=context, target_path=Path(target))
         try:
             yield from invocation.stream()
         finally:
             stop_process(invocation.process)
+
+
+@contextlib.contextmanager
+def environ(values: Mapping[str, str | None]) -> Iterator[None]:
+    """os.environ with these variables set (None: unset) for the block, then as it was."""
+    saved = {name: os.environ.get(name) for name in values}
+
+    def apply(pairs: Mapping[str, str | None]) -> None:
+        for name, value in pairs.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+    apply(values)
+    try:
+        yield
+    finally:
+        apply(saved)
 
 
 def stop_process(process: subprocess.Popen[bytes], grace_s: float = 30.0) -> None:
@@ -173,3 +197,69 @@ def dbt_author_models(
 ) -> Iterator[Any]:
     """The author scan report: whole histories, so not partitioned by day; rebuilt after each scan."""
     yield from _build(context, dbt, warehouse, ["build"])
+
+
+@dbt_assets(
+    manifest=DBT_MANIFEST,
+    select=GLOBAL_MODELS,
+    exclude=AUTHOR_MODELS,
+    name="dbt_global_models",
+    dagster_dbt_translator=WarehouseDbtTranslator(),
+    pool="duckdb",
+)
+def dbt_global_models(
+    context: AssetExecutionContext, dbt: DbtCliResource, warehouse: WarehouseResource
+) -> Iterator[Any]:
+    """The marts over the whole history: one unpartitioned asset (a day's partition of them would mean
+    nothing), built after the daily models it reads, once per run whatever the run's days."""
+    yield from _build(context, dbt, warehouse, ["build"])
+
+
+AUDIT_MODELS = ("audit_judged_posts", "audit_by_topic")
+
+
+@dataclass(frozen=True)
+class AuditWhatIf:
+    """One system's flagging threshold changed, every other setting as configured: built beside the shared audit
+    marts as `marts.<model>__whatif_<system>_<threshold>`, so no later build can revert it and the shared marts
+    never hold it."""
+
+    system: str
+    threshold: float
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.threshold <= 1:
+            raise ValueError(f"an audit threshold must be in [0, 1], got {self.threshold}")
+
+    @property
+    def suffix(self) -> str:
+        return "whatif_" + _slug(self.system) + "_" + _slug(f"{self.threshold:g}")
+
+    def relation(self, model: str) -> str:
+        """The table (in schema marts) holding this what-if's version of an audit model."""
+        return f"{model}__{self.suffix}"
+
+    def dbt_vars(self) -> dict[str, Any]:
+        return {"audit_whatif": {"system": self.system, "threshold": self.threshold, "suffix": self.suffix}}
+
+
+def _slug(text: str) -> str:
+    return re.sub("[^a-z0-9]+", "_", text.lower()).strip("_")
+
+
+def build_audit_whatif(
+    warehouse: WarehouseResource, whatif: AuditWhatIf, dbt_vars: Mapping[str, Any] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """`dbt run` of the audit models under the what-if's names, under the writer lock, outside Dagster: a
+    what-if is no materialization of the shared audit marts (`dbt_vars`: further vars, e.g. in tests)."""
+    env = {name: value for name, value in dbt_env(warehouse.db_path).items() if name not in DBT_WINDOW_ENV.values()}
+    with warehouse.lock(), tempfile.TemporaryDirectory(prefix="dbt-whatif-") as target:
+        proc = subprocess.run(
+            [dbt_executable(), "run", "--select", *AUDIT_MODELS, "--vars", json.dumps({**(dbt_vars or {}),
+             **whatif.dbt_vars()}), "--project-dir", str(DBT_PROJECT_DIR), "--profiles-dir", str(DBT_PROJECT_DIR),
+             "--target-path", target, "--log-path", target],
+            env=env, cwd=DBT_PROJECT_DIR, capture_output=True, text=True,
+        )  # fmt: skip
+    if proc.returncode != 0:
+        raise RuntimeError(f"the what-if audit build failed:\n{proc.stdout[-3000:]}")
+    return proc

@@ -1,5 +1,7 @@
 {#- Where a system disagrees with a rater, topic by topic (indie-label's audit). Topics with fewer than
     `audit_min_judged` judged posts are kept but ranked after the others: their error is mostly noise. -#}
+{{ config(alias=audit_alias('audit_by_topic')) }}
+
 with by_topic as (
     select
         system,

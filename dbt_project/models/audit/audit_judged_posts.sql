@@ -1,6 +1,8 @@
 {#- Every judged post a system has an answer for and a topic model has a topic for, with both answers on
     the common [0, 1] scale: a scorer's prob_toxicity against toxicity judgements, a labeler's
     is_sociopolitical (its latest prompt version per post) against sociopolitical judgements. -#}
+{{ config(alias=audit_alias('audit_judged_posts')) }}
+
 with scorer_outputs as (
     select 'scorer:' || scorer as system, 'toxicity' as task, uri, prob_toxicity as system_score
     from {{ ref('stg_toxicity_scores') }}

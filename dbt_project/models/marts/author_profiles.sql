@@ -1,5 +1,5 @@
 {#- Whole history per author: rebuilt in full on every run (cheap: one row per author and scorer). -#}
-{{ config(materialized='table') }}
+{{ config(materialized='table', tags=['global']) }}
 
 with posts as (
     select uri, author_did, partition_date from {{ ref('stg_cleaned_posts') }}

@@ -4,6 +4,7 @@
     A distilled scorer's score of a post its model version was trained on is replaced by that post's
     out-of-fold prediction (stored at fit time), so no post is judged by a model fitted on it; `evaluated_on`
     says which values a row compares (as bsky_warehouse/evaluation.py does). -#}
+{{ config(materialized='table', tags=['global']) }}
 
 with long as (
     unpivot (
