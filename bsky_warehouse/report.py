@@ -2,7 +2,10 @@
 
 Four figures over a lookback window ending at the report's day: toxicity per scorer over the days, share
 sociopolitical and ideology mix per labeler over the days, toxicity by ideology, and the topics where a system
-disagrees most with a rater (the `audit_by_topic` mart, over everything judged). Each is written as a PNG beside
+disagrees most with a rater (the `audit_by_topic` mart, over everything judged). A fifth, once a local scorer
+has been bridged to Perspective (`marts.scorer_bridge`), shows both instruments' series across the switch over
+the whole history up to the report's day, overlap days shaded and posts per day below, so a change at the
+switch can be told from a change in the posts. Each is written as a PNG beside
 a self-contained `index.html` that repeats the plotted numbers as tables, and returned as bytes so the Dagster
 asset can embed them in its materialization's Markdown.
 
@@ -16,7 +19,6 @@ from __future__ import annotations
 import base64
 import html
 import io
-import os
 import textwrap
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
@@ -32,12 +34,12 @@ from matplotlib.figure import Figure
 
 from bsky_warehouse.assets.topics import current_version
 from bsky_warehouse.resources.warehouse import table_exists
+from bsky_warehouse.settings import REPORTS_DIR
 
 # Rendering only to files, never to a screen (Figure objects draw with Agg regardless; this pins any pyplot use).
 matplotlib.use("Agg")
 
-REPORTS_ENV = "BSKY_WAREHOUSE_REPORTS"
-DEFAULT_REPORTS_DIR = "reports"
+REPORTS_ENV = REPORTS_DIR.name
 DEFAULT_LOOKBACK_DAYS = 30
 AUDIT_TOP_TOPICS = 8
 AUDIT_MAX_PANELS = 6
@@ -50,7 +52,7 @@ PNG_METADATA = {"Software": None}
 
 def reports_root(configured: str | None = None) -> Path:
     """Where reports go: the configured folder, else $BSKY_WAREHOUSE_REPORTS, else `reports/` under the cwd."""
-    return Path(configured or os.environ.get(REPORTS_ENV) or DEFAULT_REPORTS_DIR).expanduser().resolve()
+    return (Path(configured) if configured else REPORTS_DIR.get()).expanduser().resolve()
 
 
 @dataclass
@@ -64,6 +66,8 @@ class ReportData:
     by_ideology: pd.DataFrame
     audit: pd.DataFrame | None
     notes: dict[str, str] = field(default_factory=dict)
+    # marts.scorer_bridge's toxicity rows up to `end` (all history: the switch need not be in the window).
+    bridge: pd.DataFrame = field(default_factory=pd.DataFrame)
 
 
 TOXICITY_SQL = """
@@ -81,6 +85,11 @@ BY_IDEOLOGY_SQL = """
            sum(n * mean_toxicity) / sum(n) AS mean_toxicity, sum(n * share_toxic) / sum(n) AS share_toxic
     FROM marts.toxicity_by_ideology
     WHERE day BETWEEN $start AND $end GROUP BY ALL ORDER BY scorer, system, ideology"""
+BRIDGE_SQL = """
+    SELECT day, local_scorer, reference_scorers, mapping_version, n_reference, n_local, n_both, overlap_day,
+           reference_mean, local_mean, mapped_mean, reference_share_ge_0_5, local_share_ge_0_5, mapped_share_ge_0_5
+    FROM marts.scorer_bridge
+    WHERE attribute = 'toxicity' AND day <= $end ORDER BY local_scorer, day"""
 AUDIT_SQL = """
     SELECT system, rater, task, topic_model_version, topic_id, topic_label, n_judged, system_mean, human_mean,
            mae, over_sensitive_share, under_sensitive_share, error_rank
@@ -124,10 +133,15 @@ def load_report_data(
             "marts.audit_by_topic is not in the warehouse yet: import human judgements, assign topics and build "
             "the audit mart to see where a system disagrees with a rater."
         )
-    for name in ("toxicity", "sociopolitical"):
+    # No bridge mart (or no mapping in it) is no gap in the report: there is then one instrument, nothing to bridge.
+    frames["bridge"] = (
+        con.execute(BRIDGE_SQL, {"end": end}).df() if table_exists(con, "marts", "scorer_bridge") else pd.DataFrame()
+    )
+    for name in ("toxicity", "sociopolitical", "bridge"):
         if not frames[name].empty:
             frames[name]["day"] = pd.to_datetime(frames[name]["day"]).dt.date
-    return ReportData(start, end, frames["toxicity"], frames["sociopolitical"], frames["by_ideology"], audit, notes)
+    return ReportData(start, end, frames["toxicity"], frames["sociopolitical"], frames["by_ideology"], audit, notes,
+                      frames["bridge"])  # fmt: skip
 
 
 # Figures ----------------------------------------------------------------------------------------------------
@@ -294,6 +308,68 @@ def plot_audit_worst_topics(frame: pd.DataFrame | None, note: str | None = None)
     return fig
 
 
+BRIDGE_COLORS = {"reference": "#222222", "local": "#9e9e9e", "mapped": "#3b6fb6"}
+OVERLAP_SHADE = "#f3e3b3"
+
+
+def overlap_spans(days: list[date]) -> list[tuple[date, date]]:
+    """Runs of consecutive overlap days as (first, last): one shaded band per run, not one per day."""
+    spans: list[tuple[date, date]] = []
+    for day in sorted(days):
+        if spans and day == spans[-1][1] + timedelta(days=1):
+            spans[-1] = (spans[-1][0], day)
+        else:
+            spans.append((day, day))
+    return spans
+
+
+def plot_scorer_bridge(frame: pd.DataFrame, end: date) -> Figure:
+    """Per local scorer: the daily mean and share ≥ 0.5 of prob_toxicity from Perspective, from the local scorer as
+    scored, and from the local scorer mapped onto Perspective's scale; days both instruments scored shaded; posts
+    per instrument per day below (a jump on a day with few posts is noise, not a trend)."""
+    scorers = sorted(frame["local_scorer"].unique()) if not frame.empty else []
+    fig = Figure(figsize=(10, 0.6 + 6.6 * max(1, len(scorers))), dpi=DPI, layout="constrained")
+    axes = fig.subplots(3 * max(1, len(scorers)), 1, squeeze=False)[:, 0]
+    fig.suptitle(f"Toxicity across the change of instrument, up to {end} (shaded: days scored by both)")
+    if frame.empty:
+        for ax in axes:
+            _no_data(ax)
+        return fig
+    start = min(frame["day"])
+    for i, scorer in enumerate(scorers):
+        rows = frame[frame["local_scorer"] == scorer]
+        reference = str(rows["reference_scorers"].iloc[0])
+        mean_ax, share_ax, n_ax = axes[3 * i : 3 * i + 3]
+        daily = _every_day(rows, start, end)
+        series = [("reference", f"Perspective ({reference})", "-"), ("local", f"{scorer} as scored", "--"),
+                  ("mapped", f"{scorer} on Perspective's scale", "-")]  # fmt: skip
+        for ax, measure in ((mean_ax, "mean"), (share_ax, "share_ge_0_5")):
+            for first, last in overlap_spans(list(rows.loc[rows["overlap_day"].astype(bool), "day"])):
+                ax.axvspan(datetime.combine(first, time()) - timedelta(hours=12),
+                           datetime.combine(last, time()) + timedelta(hours=12), color=OVERLAP_SHADE, lw=0)  # fmt: skip
+            for kind, label, style in series:
+                ax.plot(daily["day"], daily[f"{kind}_{measure}"], marker="o", markersize=3, linestyle=style,
+                        color=BRIDGE_COLORS[kind], label=label)  # fmt: skip
+            _day_axis(ax, start, end)
+        mean_ax.set_title(f"{scorer} bridged by {rows['mapping_version'].iloc[0]}", fontsize=10, loc="left")
+        mean_ax.set_ylabel("mean prob_toxicity")
+        mean_ax.set_ylim(0, max(0.05, float(rows[["reference_mean", "local_mean", "mapped_mean"]].max().max()) * 1.15))
+        mean_ax.legend(fontsize=8)
+        share_ax.set_ylabel("share ≥ 0.5")
+        shares = rows[["reference_share_ge_0_5", "local_share_ge_0_5", "mapped_share_ge_0_5"]].max().max()
+        share_ax.set_ylim(0, max(0.05, float(0 if pd.isna(shares) else shares) * 1.15))
+        offset = timedelta(hours=5)
+        when = [datetime.combine(d, time()) for d in rows["day"]]
+        n_ax.bar([w - offset for w in when], rows["n_reference"], width=0.4, color=BRIDGE_COLORS["reference"],
+                 label="Perspective")  # fmt: skip
+        n_ax.bar([w + offset for w in when], rows["n_local"], width=0.4, color=BRIDGE_COLORS["mapped"], label=scorer)
+        n_ax.set_ylabel("posts scored")
+        n_ax.legend(fontsize=8)
+        _day_axis(n_ax, start, end)
+    axes[-1].set_xlabel("day (UTC)")
+    return fig
+
+
 def _short(text: str, limit: int = 40) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
@@ -339,12 +415,13 @@ class RenderedReport:
 
 
 def build_sections(data: ReportData) -> list[Section]:
-    """The four figures with the numbers each one plots (rounded for reading) and a note where data is missing."""
+    """The four figures (and the bridged series where a mapping exists) with the numbers each one plots (rounded
+    for reading) and a note where data is missing."""
     audit_note = data.notes.get("audit")
     if data.audit is not None:
         audit_note = "Over every judged post the audit covers, not only this window."
     window = (data.start, data.end)
-    return [
+    sections = [
         Section(
             "toxicity_over_days",
             "Toxicity per scorer over days",
@@ -373,6 +450,22 @@ def build_sections(data: ReportData) -> list[Section]:
             pd.DataFrame() if data.audit is None else data.audit.round(4),
             audit_note,
         ),
+    ]
+    return [*sections, *bridge_sections(data)]
+
+
+def bridge_sections(data: ReportData) -> list[Section]:
+    """The bridged series, only where a mapping exists: a warehouse with one instrument has nothing to bridge."""
+    if data.bridge.empty:
+        return []
+    return [
+        Section(
+            "scorer_bridge",
+            "Toxicity across the change of instrument",
+            figure_png(plot_scorer_bridge(data.bridge, data.end)),
+            data.bridge.round(4),
+            f"Every day up to {data.end}, not only this window: shaded days were scored by both instruments.",
+        )
     ]
 
 

@@ -12,7 +12,9 @@ from bsky_warehouse.partitions import DayWindow, daily_partitions, partition_sta
 from bsky_warehouse.report import DEFAULT_LOOKBACK_DAYS, REPORTS_ENV, load_report_data, render_report, reports_root
 from bsky_warehouse.resources.warehouse import WarehouseResource
 
-REPORT_MARTS = ["daily_toxicity_summary", "daily_sociopolitical_summary", "toxicity_by_ideology", "audit_by_topic"]
+REPORT_MARTS = [
+    "daily_toxicity_summary", "daily_sociopolitical_summary", "toxicity_by_ideology", "audit_by_topic", "scorer_bridge"
+]
 
 
 class ReportConfig(Config):
