@@ -2,18 +2,24 @@
 
 The asset holds no writer lock while a scorer works (Perspective can take hours at a low quota): it reads
 the day's posts, scores them into a checkpoint, and merges in a short transaction.
+
+With `sample: planned` the `perspective` scorer sends only the day's posts of a stored plan
+(`bsky-warehouse perspective plan`, perspective_plan.py). The others get no row from this run: they are not
+failed or skipped, they are simply not scored by Perspective (their rows from earlier runs stay), and a later
+plan or an `all` run can still score them.
 """
 
 from datetime import UTC, datetime
 from typing import Any
 
-from dagster import AssetExecutionContext, BackfillPolicy, Config, MaterializeResult, asset
+from dagster import AssetExecutionContext, BackfillPolicy, Config, Failure, MaterializeResult, asset
 from pydantic import Field
 
 from bsky_warehouse.checkpoint import run_partition
 from bsky_warehouse.distill import SCORER_NAME
 from bsky_warehouse.partitions import DayWindow, daily_partitions
-from bsky_warehouse.records import Scorer, ScoreResult
+from bsky_warehouse.perspective_plan import latest_plan_id, planned_uris, stored_plan_ids
+from bsky_warehouse.records import PostText, Scorer, ScoreResult
 from bsky_warehouse.resources.perspective import PerspectiveResource
 from bsky_warehouse.resources.reference import REFERENCE_SCORER, ReferenceScorer
 from bsky_warehouse.resources.warehouse import WarehouseResource
@@ -30,6 +36,42 @@ class ToxicityConfig(Config):
         default=None,
         description=f"`{SCORER_NAME}` only: the stored model version to score with; default: the latest fitted.",
     )
+    sample: str = Field(
+        default="all",
+        description="`all`: every eligible post; `planned` (`perspective` only): only the day's posts of a stored "
+        "plan (`bsky-warehouse perspective plan`), leaving the rest unscored, not failed.",
+    )
+    plan_id: str | None = Field(default=None, description="`sample: planned`: the stored plan; default: the latest.")
+
+
+SAMPLES = ("all", "planned")
+
+
+def resolve_plan(warehouse: WarehouseResource, config: ToxicityConfig) -> str | None:
+    """The plan a `planned` run scores (None for `all`); a clear error for a sample, scorer or plan that cannot
+    work, before anything is sent."""
+    if config.sample not in SAMPLES:
+        raise Failure(f"sample {config.sample!r} is not one of {list(SAMPLES)}")
+    if config.sample == "all":
+        return None
+    if config.scorer != "perspective":
+        raise Failure(f"sample 'planned' rations the Perspective quota: scorer {config.scorer!r} scores every post")
+    with warehouse.connect() as con:
+        chosen = config.plan_id or latest_plan_id(con)
+        known = stored_plan_ids(con)
+    if chosen is None:
+        raise Failure("sample 'planned' needs a stored plan: run `bsky-warehouse perspective plan` first")
+    if chosen not in known:
+        raise Failure(f"no plan {chosen!r} in perspective_plan (stored: {known or 'none'})")
+    return chosen
+
+
+def only_planned(posts: list[PostText], planned: set[str] | None) -> tuple[list[PostText], int]:
+    """The posts to send and how many were left out because the plan does not name them."""
+    if planned is None:
+        return posts, 0
+    chosen = [post for post in posts if post.uri in planned]
+    return chosen, len(posts) - len(chosen)
 
 
 def distilled_scorer(warehouse: WarehouseResource, version: str | None) -> Scorer:
@@ -85,14 +127,23 @@ def toxicity_scores(
     warehouse: WarehouseResource,
     perspective: PerspectiveResource,
 ) -> MaterializeResult:
+    plan = resolve_plan(warehouse, config)
     scorer = resolve_scorer(config.scorer, perspective, warehouse, config.distilled_version)
-
-    def work(posts, emit):
-        return scorer.score(posts, lambda result: emit(result.uri, score_columns(result)))
 
     per_day = {}
     for day in DayWindow.from_time_window(context.partition_time_window).days():
-        per_day[day.isoformat()] = run_partition(
+        planned = None
+        if plan is not None:
+            with warehouse.connect() as con:
+                planned = planned_uris(con, plan, day)
+        sent = {"posts": 0, "unplanned": 0}
+
+        def work(posts, emit, planned=planned, sent=sent):
+            chosen, sent["unplanned"] = only_planned(posts, planned)
+            sent["posts"] = len(chosen)
+            return scorer.score(chosen, lambda result: emit(result.uri, score_columns(result)))
+
+        stats = run_partition(
             warehouse,
             "toxicity_scores",
             day,
@@ -101,6 +152,9 @@ def toxicity_scores(
             work=work,
             retry_failed=config.retry_failed,
         )
+        if plan is not None:
+            stats = {**stats, "requested": sent["posts"], "planned": len(planned or ()), "unplanned": sent["unplanned"]}
+        per_day[day.isoformat()] = stats
         context.log.info(f"{day} {scorer.name}: {per_day[day.isoformat()]}")
         # Only the distilled scorer reports posts it could not score yet; other scorers' stats are objects.
         backend = per_day[day.isoformat()]["backend_stats"]
@@ -110,7 +164,20 @@ def toxicity_scores(
                 f"{day}: {without} eligible posts have no embedding and got no {scorer.name} score; "
                 "materialize post_embeddings for the day, then this asset again"
             )
-    return MaterializeResult(metadata={**summarize(scorer.name, per_day), **version_metadata(scorer, per_day)})
+    metadata = {**summarize(scorer.name, per_day), **version_metadata(scorer, per_day)}
+    if plan is not None:
+        metadata.update(plan_metadata(plan, per_day))
+    return MaterializeResult(metadata=metadata)
+
+
+def plan_metadata(plan: str, per_day: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """A planned run's sample: the plan, its posts in the window, and the eligible posts it left unscored."""
+    return {
+        "sample": "planned",
+        "plan_id": plan,
+        "planned": sum(s["planned"] for s in per_day.values()),
+        "unplanned_not_scored": sum(s["unplanned"] for s in per_day.values()),
+    }
 
 
 def version_metadata(scorer: Scorer, per_day: dict[str, dict[str, Any]]) -> dict[str, Any]:
