@@ -29,6 +29,13 @@ $(VENV)/.installed-topics: $(VENV)/.installed-detoxify
 	$(BIN)/python -m pip install --quiet -c requirements.lock $(if $(WHEELS),--find-links $(WHEELS)) -e ".[dev,detoxify,topics]"
 	touch $@
 
+# The rater page's browser test drives Debian's headless Chromium through chromedriver (it fails, not skips,
+# without them), so the project installs both itself.
+$(VENV)/.installed-browser: $(STAMP)
+	test -x /usr/bin/chromedriver -a -x /usr/bin/chromium || apt-get install -y -q chromium chromium-driver || \
+		{ apt-get update -q && apt-get install -y -q chromium chromium-driver; }
+	touch $@
+
 setup: $(STAMP)
 
 manifest: $(STAMP)
@@ -37,7 +44,7 @@ manifest: $(STAMP)
 demo: manifest $(DAGSTER_HOME)/dagster.yaml $(VENV)/.installed-topics
 	$(BIN)/bsky-warehouse demo
 
-test: manifest $(VENV)/.installed-detoxify $(VENV)/.installed-topics
+test: manifest $(VENV)/.installed-detoxify $(VENV)/.installed-topics $(VENV)/.installed-browser
 	$(BIN)/ruff check bsky_warehouse tests bench scripts
 	$(BIN)/python -m pytest -q
 
