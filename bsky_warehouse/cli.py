@@ -11,11 +11,11 @@ import sys
 from collections.abc import Iterator, Sequence
 from datetime import date, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from bsky_warehouse import settings
 from bsky_warehouse.partitions import DayWindow
 from bsky_warehouse.project import (
-    DBT_ENV,
     DBT_PROJECT_DIR,
     REFERENCE_DIR,
     SAMPLE_DIR,
@@ -23,6 +23,9 @@ from bsky_warehouse.project import (
     prepare_manifest,
 )
 from bsky_warehouse.resources.reference import REFERENCE_SCORER
+
+if TYPE_CHECKING:
+    from bsky_warehouse.assets.dbt import AuditWhatIf
 
 SAMPLE_WINDOW = DayWindow(date(2024, 3, 8), date(2024, 3, 20))
 INGEST_ASSETS = ["raw_posts", "post_deletions", "rejected_records", "cleaned_posts"]
@@ -40,6 +43,22 @@ def dbt_fed_by(*tables: str) -> list[str]:
     selection = (AssetSelection.assets(*tables).downstream() & daily_dbt).upstream() & daily_dbt
     return sorted(key.to_user_string() for key in selection.resolve(defs.resolve_asset_graph()))
 
+
+def whole_history_marts() -> list[str]:
+    """Every global mart (dbt tag `global`, the unpartitioned asset dbt_global_models) with the dbt models it
+    reads: added to a run, they are built once, as its last step, over every day the warehouse holds."""
+    from dagster import AssetSelection
+
+    from bsky_warehouse.assets.dbt import dbt_global_models, dbt_models
+    from bsky_warehouse.definitions import defs
+
+    dbt = AssetSelection.assets(dbt_models, dbt_global_models)
+    selection = AssetSelection.assets(dbt_global_models).upstream() & dbt
+    return sorted(key.to_user_string() for key in selection.resolve(defs.resolve_asset_graph()))
+
+
+# The scorer a toxicity rater is audited against unless `rate --system` names another: the offline default.
+DEFAULT_RATE_SCORER = "profanity-check"
 
 # The 2024 pilot's hand labels, imported as one rater's judgements.
 REFERENCE_RATER = "bluesky-research-2024"
@@ -61,8 +80,9 @@ def recorded_labels_config(model: str) -> dict[str, Any]:
 def _instance():
     from dagster import DagsterInstance
 
-    if os.environ.get("DAGSTER_HOME"):
-        Path(os.environ["DAGSTER_HOME"]).mkdir(parents=True, exist_ok=True)
+    home = settings.DAGSTER_HOME.get()
+    if home is not None:
+        home.mkdir(parents=True, exist_ok=True)
         return DagsterInstance.get()
     return DagsterInstance.ephemeral()
 
@@ -107,8 +127,9 @@ def demo_runs(
     """The demo: ingest, clean and the offline default scorer; then the 2024 reference Perspective scores; then
     the recorded GPT-4 and Llama-3 labels (or, with LLM_MODEL set, the configured OpenAI-compatible server);
     then the audit: the pilot's hand labels as judgements, embeddings and topics, the audit marts; the
-    distilled Perspective scorer fitted on the 2024 reference scores and scoring every eligible post; each
-    recorded labeler calibrated to the hand labels, and the report of the last day."""
+    distilled Perspective scorer fitted on the 2024 reference scores and scoring every eligible post, then
+    bridged onto their scale (`scorer_mappings`, `scorer_bridge`); each recorded labeler calibrated to the
+    hand labels, and the report of the last day."""
     from bsky_warehouse.distill import SCORER_NAME
     from bsky_warehouse.pipeline import run_calibration_job, run_job, run_window
     from bsky_warehouse.resources.reference_labels import RECORDED_MODELS
@@ -132,7 +153,7 @@ def demo_runs(
     )
     label_runs = (
         [{"ops": {"llm_labels": {"config": {"labeler": "openai"}}}}]
-        if os.environ.get("LLM_MODEL")
+        if settings.LLM_MODEL.get()
         else [recorded_labels_config(model) for model in RECORDED_MODELS]
     )
     runs.extend(run(["llm_labels", *dbt_fed_by("llm_labels")], run_config) for run_config in label_runs)
@@ -142,8 +163,13 @@ def demo_runs(
     runs.append(run_job("distill_perspective", instance, run_config=distill_config, raise_on_error=raise_on_error,
                         log_level=log_level))  # fmt: skip
     distilled_scores = {"ops": {"toxicity_scores": {"config": {"scorer": SCORER_NAME}}}}
-    runs.append(run(["toxicity_scores", *dbt_fed_by("toxicity_scores")], distilled_scores))
-    labelers = [f"labeler:openai/{os.environ['LLM_MODEL']}"] if os.environ.get("LLM_MODEL") else [
+    # The last run of daily data also builds the whole-history marts, once, over everything loaded above.
+    runs.append(run(["toxicity_scores", *dbt_fed_by("toxicity_scores"), *whole_history_marts()], distilled_scores))
+    # The bridge: the distilled scorer mapped onto the reference scores' scale (on the sample every post has
+    # one), then its whole-history mart rebuilt with that mapping.
+    runs.append(run_job("bridge_scorers", instance, raise_on_error=raise_on_error, log_level=log_level))
+    runs.append(run(["scorer_bridge"]))
+    labelers = [f"labeler:openai/{settings.LLM_MODEL.get()}"] if settings.LLM_MODEL.get() else [
         f"labeler:import/{model}" for model in RECORDED_MODELS]  # fmt: skip
     for system in labelers:
         config = {"rater": REFERENCE_RATER, "task": "sociopolitical", "system": system, "use_embeddings": True}
@@ -221,7 +247,7 @@ def cmd_materialize(args: argparse.Namespace) -> int:
 
     problems = materialize_problems(
         start=args.start, end=args.end, archive=args.archive, scorer=args.scorer, labeler=args.labeler,
-        env=os.environ, first_day=partition_start_date(), today=datetime.now(UTC).date(),
+        env=settings.environment(), first_day=partition_start_date(), today=datetime.now(UTC).date(),
     )  # fmt: skip
     if problems:
         for problem in problems:
@@ -239,6 +265,7 @@ def cmd_materialize(args: argparse.Namespace) -> int:
     if args.labeler:
         ops["llm_labels"] = {"config": {"labeler": args.labeler}}
         assets += ["llm_labels", *dbt_fed_by("llm_labels")]
+    assets += whole_history_marts()
     result = run_window(DayWindow(start, end), _instance(), archive_dir=args.archive, run_config={"ops": ops},
                         assets=list(dict.fromkeys(assets)), log_level="WARNING")  # fmt: skip
     print(json.dumps(result, indent=2, default=str))
@@ -272,8 +299,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 def cmd_docs(args: argparse.Namespace) -> int:
     prepare_manifest()
-    env = {**os.environ, **DBT_ENV}
-    env["BSKY_WAREHOUSE_DB"] = str(_warehouse().db_path)
+    env = settings.dbt_env(_warehouse().db_path)
     with _warehouse().lock():
         subprocess.run(
             [dbt_executable(), "docs", "generate", "--project-dir", str(DBT_PROJECT_DIR),
@@ -295,7 +321,7 @@ def cmd_eval_scorers(args: argparse.Namespace) -> int:
     from bsky_warehouse.evaluation import scorer_agreement, with_scorer_intervals
     from bsky_warehouse.metrics import BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED
 
-    with _warehouse().connect() as con:
+    with _warehouse().read_only() as con:
         rows = rounded(with_scorer_intervals(con, scorer_agreement(con, reference=args.reference)))
     if args.json:
         print(json.dumps({"scorers": rows, "intervals": {
@@ -328,7 +354,7 @@ def cmd_eval_labels(args: argparse.Namespace) -> int:
     from bsky_warehouse.evaluation import labeler_agreement
     from bsky_warehouse.metrics import BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED
 
-    with _warehouse().connect() as con:
+    with _warehouse().read_only() as con:
         rows = rounded(labeler_agreement(con))
     if args.json:
         print(json.dumps({"labelers": rows, "intervals": {
@@ -347,7 +373,7 @@ def cmd_eval_compare(args: argparse.Namespace) -> int:
     scorers (`scorer:name` or a bare name) on an attribute with a paired bootstrap of their Spearman."""
     from bsky_warehouse.evaluation import LABELER_TASKS, compare_labelers, compare_scorers
 
-    with _warehouse().connect() as con:
+    with _warehouse().read_only() as con:
         try:
             if args.task in LABELER_TASKS:
                 result = compare_labelers(con, args.a, args.b, args.task)
@@ -439,18 +465,35 @@ def cmd_import_judgements(args: argparse.Namespace) -> int:
     return 0
 
 
-def rebuild_audit(system: str, threshold: float) -> dict[str, Any]:
-    """Rebuild the audit marts with `system` flagging at `threshold`, as a Dagster run of the dbt asset."""
-    from bsky_warehouse.pipeline import run_window
+def rebuild_audit(system: str, threshold: float) -> AuditWhatIf:
+    """Build the audit models with `system` flagging at `threshold` into their own what-if tables
+    (marts.<model>__whatif_<system>_<threshold>); the shared audit marts keep the configured thresholds, so
+    neither does the what-if leak into them nor does the next build revert the what-if."""
+    from bsky_warehouse.assets.dbt import AuditWhatIf, build_audit_whatif
 
-    with _warehouse().connect() as con:
-        last = con.execute("SELECT max(partition_date) FROM cleaned_posts").fetchall()[0][0]
-    if last is None:
-        raise ValueError("the warehouse has no cleaned posts to audit")
-    run_config = {"ops": {"dbt_models": {"config": {"audit_thresholds": {system: threshold}}}}}
-    with logs_to_stderr():
-        return run_window(DayWindow.for_day(last), _instance(), assets=["audit_judged_posts", "audit_by_topic"],
-                          run_config=run_config, raise_on_error=False, log_level="WARNING")  # fmt: skip
+    whatif = AuditWhatIf(system, threshold)
+    build_audit_whatif(_warehouse(), whatif)
+    return whatif
+
+
+@contextlib.contextmanager
+def whatif_connection(db_path: Path, whatif: AuditWhatIf) -> Iterator[Any]:
+    """A read-only view of the warehouse in which marts.audit_by_topic and marts.audit_judged_posts are the
+    what-if's tables, so the audit reads a what-if exactly as it reads the shared marts."""
+    import duckdb
+
+    from bsky_warehouse.assets.dbt import AUDIT_MODELS
+
+    con = duckdb.connect()
+    try:
+        con.execute(f"ATTACH '{str(db_path).replace(chr(39), chr(39) * 2)}' AS warehouse (READ_ONLY)")
+        con.execute("CREATE SCHEMA marts")
+        for model in AUDIT_MODELS:
+            con.execute(f'CREATE VIEW marts.{model} AS SELECT * FROM warehouse.marts."{whatif.relation(model)}"')
+        con.execute("CREATE VIEW topic_models AS SELECT * FROM warehouse.main.topic_models")
+        yield con
+    finally:
+        con.close()
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
@@ -459,26 +502,27 @@ def cmd_audit(args: argparse.Namespace) -> int:
     from bsky_warehouse.audit import worst_topics as worst
     from bsky_warehouse.report import reports_root
 
+    whatif: AuditWhatIf | None = None
     if args.threshold is not None:
         if not 0 <= args.threshold <= 1:
             print(f"error: --threshold must be in [0, 1], got {args.threshold}", file=sys.stderr)
             return 2
         prepare_manifest()
         try:
-            result = rebuild_audit(args.system, args.threshold)
-        except ValueError as err:
+            whatif = rebuild_audit(args.system, args.threshold)
+        except RuntimeError as err:
             print(f"error: {err}", file=sys.stderr)
-            return 2
-        if not result["success"]:
-            print(json.dumps(result, indent=2, default=str), file=sys.stderr)
             return 1
     try:
-        with _warehouse().connect() as con:
+        reading = whatif_connection(_warehouse().db_path, whatif) if whatif else _warehouse().connect()
+        with reading as con:
             audit = load_audit(con, args.system, args.rater, args.task, args.topic_model, args.top, args.examples)
     except AuditError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     path = Path(args.out) if args.out else report_path(reports_root(), args.system, args.rater, args.task)
+    if whatif and not args.out:
+        path = path.with_name(f"{path.stem}__{whatif.suffix}{path.suffix}")
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(render_markdown(audit, args.top), encoding="utf-8")
     if args.json:
@@ -497,6 +541,43 @@ def cmd_audit(args: argparse.Namespace) -> int:
                 text = " ".join((ex.text or "").split())[:90]
                 print(f"       {name}: {ex.link}\n         {text}")
     print(f"\naudit report: {path}")
+    return 0
+
+
+def cmd_rate(args: argparse.Namespace) -> int:
+    """Serve the rater page on 127.0.0.1: one coder judges posts in the browser, each rating written at once to
+    human_judgements, then sees their own audit of --system."""
+    from bsky_warehouse.assets.topics import current_version
+    from bsky_warehouse.calibration import CalibrationError, System, check_task
+    from bsky_warehouse.judgements import JudgementFileError, check_rater_task
+    from bsky_warehouse.rater.server import RaterSettings, serve
+    from bsky_warehouse.resources.warehouse import WarehouseNotFound, WarehouseResource
+
+    system = args.system
+    if system is None and args.task == "toxicity":
+        system = f"scorer:{DEFAULT_RATE_SCORER}"
+    try:
+        check_rater_task(args.rater, args.task)
+        if system is not None:
+            check_task(args.task, System.parse(system))
+        if args.target < 1:
+            raise ValueError(f"--target must be at least 1, got {args.target}")
+        warehouse = WarehouseResource(lock_timeout_s=args.lock_timeout)
+        with warehouse.read_only() as con:
+            version = args.topic_model or current_version(con)
+            assigned = con.execute("SELECT count(*) FROM post_topics WHERE topic_model_version = $v",
+                                   {"v": version}).fetchall()[0][0]  # fmt: skip
+    except (JudgementFileError, CalibrationError, ValueError, WarehouseNotFound) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    if not assigned:
+        print(f"error: no post has a topic under {version or 'any topic model'}: materialize post_embeddings and "
+              "post_topics (or run `make demo`)", file=sys.stderr)  # fmt: skip
+        return 2
+    prepare_manifest()
+    settings_ = RaterSettings(rater=args.rater, task=args.task, topic_model_version=version, warehouse=warehouse,
+                              system=system, target=args.target, instance=_instance)  # fmt: skip
+    serve(settings_, args.port)
     return 0
 
 
@@ -583,7 +664,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     except ValueError:
         print(f"error: --as-of {args.as_of!r} is not a date (YYYY-MM-DD)", file=sys.stderr)
         return 2
-    instance = _instance() if os.environ.get("DAGSTER_HOME") else None
+    instance = _instance() if settings.DAGSTER_HOME.is_set() else None
     try:
         with _warehouse().read_only() as con:
             built = materialized_partitions(instance) if instance else None
@@ -599,6 +680,54 @@ def cmd_status(args: argparse.Namespace) -> int:
         status.checks_known = True
     print(json.dumps(status.as_dict()) if args.json else format_status(status))
     return 0 if status.healthy else 1
+
+
+def cmd_perspective_plan(args: argparse.Namespace) -> int:
+    """How many posts the Perspective quota still allows and which: a sample stratified by day and language,
+    weighted toward the posts the distilled model is least sure of, stored for `sample: planned` runs. The
+    warehouse is read and written in two short connections; the sampling in between holds no lock."""
+    from datetime import UTC, datetime
+
+    from bsky_warehouse import perspective_plan as pp
+    from bsky_warehouse.assets.distill import current_distilled_version
+
+    try:
+        quota = pp.parse_quota(args.qps, args.until, pp.parse_now(args.now, datetime.now(UTC)), args.margin)
+        if not 0 < args.min_weight <= 1:
+            raise pp.PlanError(f"--min-weight must be above 0 and at most 1, not {args.min_weight}")
+    except pp.PlanError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    with _warehouse().connect() as con:
+        version = args.distilled_version or current_distilled_version(con)
+        known = {r[0] for r in con.execute("SELECT DISTINCT model_version FROM distilled_models").fetchall()}
+        if args.distilled_version and args.distilled_version not in known:
+            print(f"error: no distilled model {args.distilled_version!r} (stored: {sorted(known) or 'none'})",
+                  file=sys.stderr)  # fmt: skip
+            return 2
+        candidates = pp.load_candidates(con, version)
+        scored = pp.already_scored(con)
+    params = pp.PlanParams(quota.posts, args.seed, args.min_weight, distilled_version=version)
+    plan = pp.plan_sample(candidates, params)
+    stored = 0
+    if not args.dry_run:
+        with _warehouse().connect() as con:
+            stored = pp.store_plan(con, plan, datetime.now(UTC), {"quota": quota.as_dict()})
+    summary = pp.plan_summary(plan, quota, scored, stored)
+    if args.json:
+        print(json.dumps(summary))
+        return 0
+    print(f"quota: {quota.qps:g} QPS x {quota.seconds:,.0f} s until the end of {quota.until} (UTC) = "
+          f"{quota.requests:,} requests; less the {quota.margin:.0%} margin: {quota.posts:,} posts")  # fmt: skip
+    print(f"candidates: {plan.candidates:,} eligible posts without a Perspective score ({scored:,} already scored)")
+    weighted = f"distilled model {version}" if version else "no distilled model (plain stratified sample)"
+    print(f"planned: {len(plan.posts):,} posts in {len(plan.strata)} (day, language) strata, weighted by {weighted}")
+    if args.dry_run:
+        print("dry run: nothing stored")
+    else:
+        print(f"stored as {plan.plan_id} in perspective_plan; score it with toxicity_scores config "
+              '{"scorer": "perspective", "sample": "planned"}')  # fmt: skip
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -695,7 +824,9 @@ def build_parser() -> argparse.ArgumentParser:
     audit.add_argument("--system", required=True, help="scorer:<scorer> or labeler:<labeler>/<model>")
     audit.add_argument("--rater", required=True, help="rater name, as in human_judgements")
     audit.add_argument("--task", required=True, choices=["toxicity", "sociopolitical"])
-    audit.add_argument("--threshold", type=float, help="rebuild the audit with the system flagging at this score")
+    audit.add_argument("--threshold", type=float, help="what-if: the audit with the system flagging at this "
+                       "score, in its own tables (marts.<model>__whatif_<system>_<threshold>); the shared audit "
+                       "is unchanged")  # fmt: skip
     audit.add_argument("--topic-model", help="topic_model_version (default: the most recently fitted one audited)")
     audit.add_argument("--top", type=int, default=5, help="topics to show per list (default 5)")
     audit.add_argument("--examples", type=int, default=3, help="example posts per topic and direction (default 3)")
@@ -712,11 +843,45 @@ def build_parser() -> argparse.ArgumentParser:
     cal.add_argument("--json", action="store_true")
     cal.set_defaults(func=cmd_calibrate)
 
+    rate = sub.add_parser("rate", help="a local page (127.0.0.1) where a coder judges posts and sees their audit")
+    rate.add_argument("--rater", required=True, help="who is rating, as human_judgements.rater will say")
+    rate.add_argument("--task", required=True, choices=["toxicity", "sociopolitical", "ideology"],
+                      help="toxicity: 0-4 or unsure; sociopolitical: yes/no; ideology: left/right/moderate/unclear")
+    rate.add_argument("--port", type=int, default=8765, help="port on 127.0.0.1 (default 8765)")
+    rate.add_argument("--system", help="whose audit the rater sees (and only posts it answered are drawn): "
+                      "scorer:<scorer> or labeler:<labeler>/<model> "
+                      f"(default for toxicity: scorer:{DEFAULT_RATE_SCORER})")  # fmt: skip
+    rate.add_argument("--target", type=int, default=40,
+                      help="judgements before the page shows the audit (default 40, what calibration needs)")
+    rate.add_argument("--topic-model", help="topic_model_version to stratify by (default: the latest fitted)")
+    rate.add_argument("--lock-timeout", type=float, default=120.0,
+                      help="seconds a rating waits for the warehouse lock while a job writes (default 120)")
+    rate.set_defaults(func=cmd_rate)
+
     status = sub.add_parser("status", help="last good day per table, missing days, open incidents, failed checks")
     status.add_argument("--as-of", help="the last day that should be complete (default: yesterday, UTC)")
     status.add_argument("--days", type=int, default=30, help="how many days back to look for gaps (default 30)")
     status.add_argument("--json", action="store_true", help="print the report as JSON")
     status.set_defaults(func=cmd_status)
+
+    from bsky_warehouse import perspective_plan as pp
+
+    persp = sub.add_parser("perspective", help="the last of the Perspective quota")
+    persp_sub = persp.add_subparsers(dest="what", required=True)
+    plan = persp_sub.add_parser("plan", help="how many posts the quota allows and which to send (stored)")
+    plan.add_argument("--qps", required=True, help="the project's quota, requests per second")
+    last_day = pp.PERSPECTIVE_LAST_DAY
+    plan.add_argument("--until", default=last_day.isoformat(), help=f"last day (UTC) to spend on (default {last_day})")
+    plan.add_argument("--margin", type=float, default=pp.DEFAULT_MARGIN,
+                      help=f"share held back for retries and downtime (default {pp.DEFAULT_MARGIN})")  # fmt: skip
+    plan.add_argument("--seed", type=int, default=pp.DEFAULT_SEED, help=f"sampling seed (default {pp.DEFAULT_SEED})")
+    plan.add_argument("--min-weight", type=float, default=pp.DEFAULT_MIN_WEIGHT,
+                      help=f"weight of a post the model is sure of (default {pp.DEFAULT_MIN_WEIGHT})")  # fmt: skip
+    plan.add_argument("--distilled-version", help="distilled model whose uncertainty weights (default: the latest)")
+    plan.add_argument("--now", help="count the quota from this ISO time instead of now (to reproduce a plan)")
+    plan.add_argument("--dry-run", action="store_true", help="print the plan, store nothing")
+    plan.add_argument("--json", action="store_true")
+    plan.set_defaults(func=cmd_perspective_plan)
     return parser
 
 

@@ -1,6 +1,5 @@
 """The Dagster code location: every asset, check and resource of the warehouse."""
 
-import os
 from typing import Any
 
 from dagster import (
@@ -10,11 +9,13 @@ from dagster import (
     define_asset_job,
 )
 
+from bsky_warehouse import settings
 from bsky_warehouse.assets.audit import human_judgements
 from bsky_warehouse.assets.authors import author_posts, author_scan_job, author_selection, author_toxicity_scores
+from bsky_warehouse.assets.bridge import bridge_job, bridge_selection, scorer_mappings
 from bsky_warehouse.assets.calibration import calibration_job, calibration_selection, rater_calibrations
 from bsky_warehouse.assets.clean import cleaned_posts
-from bsky_warehouse.assets.dbt import dbt_author_models, dbt_models, dbt_resource
+from bsky_warehouse.assets.dbt import dbt_author_models, dbt_global_models, dbt_models, dbt_resource
 from bsky_warehouse.assets.distill import distill_job, distill_selection, distilled_models
 from bsky_warehouse.assets.feeds import (
     FEED_FOLLOWUP_JOB,
@@ -36,26 +37,33 @@ from bsky_warehouse.assets.report import daily_report
 from bsky_warehouse.assets.topics import post_embeddings, post_topics
 from bsky_warehouse.assets.toxicity import toxicity_scores
 from bsky_warehouse.checks.assets import build_asset_checks
-from bsky_warehouse.resources.appview import APPVIEW_URL_ENV, DEFAULT_HOST, AppViewResource
+from bsky_warehouse.resources.appview import AppViewResource
 from bsky_warehouse.resources.bluesky import ArchiveSource
-from bsky_warehouse.resources.jetstream import DEFAULT_HOST as JETSTREAM_HOST
 from bsky_warehouse.resources.jetstream import JetstreamSource
-from bsky_warehouse.resources.llm import OpenAILabelerResource, VLLMLabelerResource
+from bsky_warehouse.resources.llm import OpenAILabelerResource
 from bsky_warehouse.resources.perspective import PerspectiveResource
+from bsky_warehouse.resources.vllm import VLLMLabelerResource
 from bsky_warehouse.resources.warehouse import WarehouseResource
 
 ASSETS = [archive_files_asset, archive_ingest, feed_snapshots, cleaned_posts, toxicity_scores, llm_labels, dbt_models]
+ASSETS += [dbt_global_models]
 ASSETS += [author_posts, author_toxicity_scores, dbt_author_models]
 ASSETS += [post_embeddings, post_topics]
 ASSETS += [rater_calibrations, daily_report]
 ASSETS += [distilled_models]
-PYTHON_TABLES = {key.to_user_string() for a in ASSETS if a not in (dbt_models, dbt_author_models) for key in a.keys}
+ASSETS += [scorer_mappings]
+DBT_ASSETS = (dbt_models, dbt_global_models, dbt_author_models)
+PYTHON_TABLES = {key.to_user_string() for a in ASSETS if a not in DBT_ASSETS for key in a.keys}
 
 # Author scans have their own partitions (one per account) and their own job.
 # A calibration is asked for by a rater (run config names who), so it has its own job too.
 # A distilled scorer is fitted when asked for (each fit is a stored version), in its own job.
+# So is the bridge between two scorers' series (a mapping fitted over all history).
 # Feed snapshots are partitioned by the day they are taken (today included) and run from their own sensor.
 # Freshness checks are evaluated by their own sensor against the clock, never as a step of a run.
+# The whole-history marts (dbt_global_models, unpartitioned) stay in the daily jobs: they depend on the daily
+# models with Dagster's all-partitions mapping, so a run of any days (or a single-run backfill) builds them
+# once, as its last step, instead of once per day.
 freshness_selection = AssetSelection.checks(*freshness_checks)
 warehouse_job = define_asset_job(
     "warehouse_daily",
@@ -63,6 +71,7 @@ warehouse_job = define_asset_job(
     - author_selection
     - calibration_selection
     - distill_selection
+    - bridge_selection
     - AssetSelection.assets(feed_snapshots)
     - freshness_selection,
 )
@@ -74,6 +83,7 @@ scheduled_job = define_asset_job(
     - author_selection
     - calibration_selection
     - distill_selection
+    - bridge_selection
     - AssetSelection.assets("llm_labels", "feed_snapshots")
     - freshness_selection,
 )
@@ -87,39 +97,44 @@ feed_followup_job = define_asset_job(
 )
 
 
+def secret(setting: settings.Secret) -> EnvVar | None:
+    """A credential as Dagster's `EnvVar`, resolved inside the resource, so it never lands in run config or
+    logs; None when it is unset (the resource then refuses the work that needs it)."""
+    return EnvVar(setting.name) if setting.is_set() else None
+
+
 def perspective_resource() -> PerspectiveResource:
-    """The key comes only from the environment, via EnvVar, so it is never stored in run config or logs."""
-    key = EnvVar("PERSPECTIVE_API_KEY") if os.environ.get("PERSPECTIVE_API_KEY") else ""
     return PerspectiveResource(
-        api_key=key,
-        base_url=os.environ.get("PERSPECTIVE_BASE_URL", "https://commentanalyzer.googleapis.com"),
-        qps=float(os.environ.get("PERSPECTIVE_QPS", "1")),
+        api_key=secret(settings.PERSPECTIVE_API_KEY) or "",
+        base_url=settings.PERSPECTIVE_BASE_URL.get(),
+        qps=settings.PERSPECTIVE_QPS.get(),
     )
 
 
 def openai_labeler_resource() -> OpenAILabelerResource:
-    """Any OpenAI-compatible server (`vllm serve`, Groq, OpenAI); the key only through EnvVar."""
+    """Any OpenAI-compatible server (`vllm serve`, Groq, OpenAI)."""
     return OpenAILabelerResource(
-        base_url=os.environ.get("LLM_BASE_URL", "http://127.0.0.1:8000/v1"),
-        model=os.environ.get("LLM_MODEL", ""),
-        api_key=EnvVar("LLM_API_KEY") if os.environ.get("LLM_API_KEY") else None,
-        max_concurrency=int(os.environ.get("LLM_MAX_CONCURRENCY", "64")),
+        base_url=settings.LLM_BASE_URL.get(),
+        model=settings.LLM_MODEL.get(),
+        api_key=secret(settings.LLM_API_KEY),
+        max_concurrency=settings.LLM_MAX_CONCURRENCY.get(),
     )
 
 
 def default_resources() -> dict[str, Any]:
+    """The resources as the environment configures them (bsky_warehouse/settings.py lists every variable)."""
+    retention_hours = settings.JETSTREAM_RETENTION_HOURS.get()
     return {
         "warehouse": WarehouseResource(),
         "archive": ArchiveSource(),
-        "jetstream": JetstreamSource.from_host(
-            os.environ.get("BSKY_JETSTREAM_HOST", JETSTREAM_HOST),
-            retention_hours=float(os.environ.get("BSKY_JETSTREAM_RETENTION_HOURS", "36")),
+        "jetstream": settings.JETSTREAM_HOST.get_as(
+            lambda host: JetstreamSource.from_host(host, retention_hours=retention_hours)
         ),
         "perspective": perspective_resource(),
         "llm_openai": openai_labeler_resource(),
-        "llm_vllm": VLLMLabelerResource(model=os.environ.get("VLLM_MODEL", "")),
+        "llm_vllm": VLLMLabelerResource(model=settings.VLLM_MODEL.get()),
         "dbt": dbt_resource(),
-        "appview": AppViewResource.from_url(os.environ.get(APPVIEW_URL_ENV, f"https://{DEFAULT_HOST}")),
+        "appview": settings.APPVIEW_URL.get_as(AppViewResource.from_url),
     }
 
 
@@ -128,7 +143,16 @@ def build_definitions(**overrides: Any) -> Definitions:
     return Definitions(
         assets=[*ASSETS, human_judgements],
         asset_checks=[*build_asset_checks(PYTHON_TABLES), *freshness_checks],
-        jobs=[warehouse_job, scheduled_job, feed_job, feed_followup_job, author_scan_job, calibration_job, distill_job],
+        jobs=[
+            warehouse_job,
+            scheduled_job,
+            feed_job,
+            feed_followup_job,
+            author_scan_job,
+            calibration_job,
+            distill_job,
+            bridge_job,
+        ],
         schedules=[daily_schedule],
         sensors=[
             feed_snapshot_sensor,

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from dagster import AssetKey, DagsterInstance
+from dagster import AssetKey, AssetMaterialization, DagsterInstance
 
 from bsky_warehouse.partitions import RANGE_END_TAG, RANGE_START_TAG, DayWindow
 from bsky_warehouse.resources.bluesky import ArchiveSource
 from bsky_warehouse.resources.warehouse import WarehouseResource
+from bsky_warehouse.run_summary import COUNT_KEYS
 
 # Assets that only run when asked for by name: labeling needs a configured LLM (or an import file), feed
 # snapshots need the network.
@@ -107,7 +108,8 @@ def run_calibration_job(config: dict[str, Any], instance: DagsterInstance, **kwa
 
 def summarize_run(result: Any) -> dict[str, Any]:
     """What a run materialized, which steps it skipped and every asset-check evaluation."""
-    materialized = sorted({e.asset_key.to_user_string() for e in result.get_asset_materialization_events()})
+    events = result.get_asset_materialization_events()
+    materialized = sorted({e.asset_key.to_user_string() for e in events})
     checks = [
         {
             "asset": evaluation.asset_key.to_user_string(),
@@ -136,7 +138,17 @@ def summarize_run(result: Any) -> dict[str, Any]:
         "steps_skipped": skipped,
         "checks": checks,
         "failures": failures,
+        "materializations": [
+            [event.asset_key.to_user_string(), counting_metadata(event.step_materialization_data.materialization)]
+            for event in events
+        ],
     }
+
+
+def counting_metadata(materialization: AssetMaterialization) -> dict[str, Any]:
+    """The counts of one materialization (see run_summary.COUNT_KEYS), as plain values."""
+    metadata = materialization.metadata
+    return {key: getattr(metadata[key], "value", metadata[key]) for key in COUNT_KEYS if key in metadata}
 
 
 def root_cause(error: Any) -> str:

@@ -126,7 +126,8 @@ TABLES: dict[str, str] = {
             political_ideology VARCHAR,
             rationale VARCHAR,
             labeled_at TIMESTAMPTZ NOT NULL,
-            partition_date DATE NOT NULL
+            partition_date DATE NOT NULL,
+            source_digest VARCHAR
         )""",
     # Author history scans (#6): their own sampling frame, so their own tables (see authors.py).
     "author_scans": """
@@ -284,6 +285,39 @@ TABLES: dict[str, str] = {
             prediction DOUBLE NOT NULL,
             fold INTEGER NOT NULL
         )""",
+    # The bridge across the change of instrument (bridge.py): per (mapping version, attribute) the knots of a
+    # monotone map putting a local scorer on the reference scorers' scale, fitted on the posts both scored.
+    "scorer_mappings": """
+        CREATE TABLE IF NOT EXISTS scorer_mappings (
+            mapping_version VARCHAR NOT NULL,
+            local_scorer VARCHAR NOT NULL,
+            local_scorer_versions VARCHAR[] NOT NULL,
+            reference_scorers VARCHAR[] NOT NULL,
+            attribute VARCHAR NOT NULL,
+            method VARCHAR NOT NULL,
+            knots_local DOUBLE[] NOT NULL,
+            knots_reference DOUBLE[] NOT NULL,
+            n_overlap INTEGER NOT NULL,
+            n_out_of_fold INTEGER NOT NULL,
+            params JSON NOT NULL,
+            fitted_at TIMESTAMPTZ NOT NULL
+        )""",
+    # The sample the last of the Perspective quota goes to (perspective_plan.py): one row per (plan, planned
+    # post); `toxicity_scores` with `sample: planned` scores only these.
+    "perspective_plan": """
+        CREATE TABLE IF NOT EXISTS perspective_plan (
+            plan_id VARCHAR NOT NULL,
+            created_at TIMESTAMPTZ NOT NULL,
+            uri VARCHAR NOT NULL,
+            partition_date DATE NOT NULL,
+            lang VARCHAR NOT NULL,
+            weight DOUBLE NOT NULL,
+            inclusion_probability DOUBLE NOT NULL,
+            prediction DOUBLE,
+            reason VARCHAR NOT NULL,
+            distilled_version VARCHAR,
+            params JSON NOT NULL
+        )""",
 }
 
 # Tables whose rows describe a post by uri and must disappear with it (deletes, cross-partition duplicates).
@@ -294,4 +328,5 @@ POST_DERIVED_TABLES = (
     "post_embeddings",
     "post_topics",
     "calibrated_predictions",
+    "perspective_plan",
 )

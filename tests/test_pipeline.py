@@ -11,7 +11,7 @@ from datetime import date
 
 import duckdb
 import pytest
-from dagster import DagsterInstance
+from dagster import AssetKey, DagsterInstance
 
 from bsky_warehouse.partitions import DayWindow
 from bsky_warehouse.pipeline import run_window
@@ -62,6 +62,10 @@ def test_three_sample_partitions_materialize_through_dagster_and_dbt(tmp_path):
     result = run_window(WINDOW, instance=instance, db_path=db, archive_dir=str(SAMPLE_DIR))
     assert result["success"]
     assert {"raw_posts", "cleaned_posts", "daily_post_counts"} <= set(result["assets_materialized"])
+    # The whole-history marts are built once for the three days, unpartitioned, as the run's last step.
+    for name in ("scorer_agreement", "audit_by_topic"):
+        records = instance.fetch_materializations(AssetKey(name), limit=10).records
+        assert [r.partition_key for r in records] == [None], name
 
     first = snapshot(db)
     expected = reference_posts_per_day()
@@ -102,12 +106,16 @@ def test_definitions_validate():
 
 
 # Fitted or indexed on demand over all days: a rater's calibration, the distilled scorer, the archive index.
-UNPARTITIONED = {"rater_calibrations", "distilled_models", "distilled_oof_predictions", "archive_files"}
+UNPARTITIONED = {
+    "rater_calibrations", "distilled_models", "distilled_oof_predictions", "archive_files", "scorer_mappings"
+}
 
 
 def test_every_partitioned_asset_shares_one_partitions_definition():
-    """Daily assets share one definition; only the author scan family is partitioned otherwise (by account)."""
+    """Daily assets share one definition; only the author scan family is partitioned otherwise (by account); the
+    whole-history marts (dbt tag `global`) are not partitioned."""
     from bsky_warehouse.assets.authors import author_partitions
+    from bsky_warehouse.assets.dbt import dbt_global_models
     from bsky_warehouse.assets.feeds import snapshot_partitions
     from bsky_warehouse.definitions import defs
     from bsky_warehouse.partitions import daily_partitions
@@ -121,13 +129,20 @@ def test_every_partitioned_asset_shares_one_partitions_definition():
         "cleaned_posts",
         "daily_post_counts",
     }
+    assert {k.to_user_string() for k in dbt_global_models.keys} >= {
+        "scorer_agreement",
+        "author_profiles",
+        "labeler_agreement_total",
+        "audit_by_topic",
+        "audit_judged_posts",
+    }
     for key in keys:
         node = graph.get(key)
         if node.is_materializable:
             assert node.group_name, key
             if node.group_name in ("authors", "dbt_authors"):
                 assert node.partitions_def in (author_partitions, None), key
-            elif key.to_user_string() in UNPARTITIONED:
+            elif key.to_user_string() in UNPARTITIONED or key in dbt_global_models.keys:
                 assert node.partitions_def is None, key
             elif key.to_user_string() == "feed_snapshots":  # the day a snapshot is taken, today included
                 assert node.partitions_def == snapshot_partitions, key

@@ -93,6 +93,8 @@ def archive_ingest(
 ) -> Iterator[MaterializeResult]:
     totals: Counter[str] = Counter()
     rejected: Counter[str] = Counter()
+    outcomes: Counter[str] = Counter()
+    undated_outcomes: Counter[str] = Counter()
     undated_rejected: Counter[str] = Counter()  # the same undated lines are seen by every day: count them once
     touched: set[date] = set()
     index = jetstream_index(warehouse) if config.source == "jetstream" else archive_index(warehouse, archive)
@@ -116,16 +118,20 @@ def archive_ingest(
         )  # fmt: skip
         totals["undated"] = stats.undated
         rejected.update(stats.rejected - stats.undated_rejected)
+        outcomes.update(stats.by_kind)
+        undated_outcomes = stats.undated_by_kind
         undated_rejected = stats.undated_rejected
     window = set(DayWindow.from_time_window(context.partition_time_window).days())
     if outside := sorted(d.isoformat() for d in touched - window):
         context.log.warning(f"the archive index changed lines of days outside this run: {outside}")
     rejected.update(undated_rejected)
+    outcomes.update({f"undated:{kind}": n for kind, n in undated_outcomes.items()})
     yield MaterializeResult(
         asset_key="raw_posts",
         metadata={
             "dagster/row_count": totals["posts"],
             "lines_read": totals["lines"],
+            "lines_by_outcome": dict(sorted(outcomes.items())),
             "undated_lines": totals["undated"],
             "post_events": totals["post_events"],
             "duplicate_or_updated_events": totals["duplicates"],
