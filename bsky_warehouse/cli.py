@@ -9,7 +9,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator, Sequence
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -18,6 +18,7 @@ from bsky_warehouse.partitions import DayWindow
 from bsky_warehouse.project import (
     DBT_PROJECT_DIR,
     REFERENCE_DIR,
+    REPO_ROOT,
     SAMPLE_DIR,
     dbt_executable,
     prepare_manifest,
@@ -57,6 +58,13 @@ def whole_history_marts() -> list[str]:
     return sorted(key.to_user_string() for key in selection.resolve(defs.resolve_asset_graph()))
 
 
+def dbt_asset_names() -> set[str]:
+    """Every asset the dbt project defines (daily, global and author models, seeds): one line in a run summary."""
+    from bsky_warehouse.assets.dbt import dbt_author_models, dbt_global_models, dbt_models
+
+    return {key.to_user_string() for a in (dbt_models, dbt_global_models, dbt_author_models) for key in a.keys}
+
+
 # The scorer a toxicity rater is audited against unless `rate --system` names another: the offline default.
 DEFAULT_RATE_SCORER = "profanity-check"
 
@@ -83,6 +91,10 @@ def _instance():
     home = settings.DAGSTER_HOME.get()
     if home is not None:
         home.mkdir(parents=True, exist_ok=True)
+        config = home / "dagster.yaml"
+        if not config.exists():
+            # The project's instance settings (the duckdb pool, no telemetry), as `make` would copy them.
+            config.write_text((REPO_ROOT / "dagster.yaml").read_text(), encoding="utf-8")
         return DagsterInstance.get()
     return DagsterInstance.ephemeral()
 
@@ -101,6 +113,21 @@ def logs_to_stderr() -> Iterator[None]:
         sys.stdout.flush()
         os.dup2(saved, 1)
         os.close(saved)
+
+
+def run_log_path() -> Path:
+    """Where a CLI run's dbt log goes: beside the warehouse, one file per run, so the terminal keeps the summary."""
+    db = settings.WAREHOUSE_DB.get().expanduser().resolve()
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+    return db.with_name(db.name + ".logs") / f"materialize-{stamp}.log"
+
+
+@contextlib.contextmanager
+def logs_to_file(path: Path) -> Iterator[None]:
+    """dbt's log, which dagster-dbt echoes to stdout, into a file (Dagster's own warnings still reach stderr)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", encoding="utf-8") as log, contextlib.redirect_stdout(log):
+        yield
 
 
 def _warehouse():
@@ -240,7 +267,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_materialize(args: argparse.Namespace) -> int:
-    from datetime import UTC, datetime
 
     from bsky_warehouse.partitions import partition_start_date
     from bsky_warehouse.preflight import materialize_problems
@@ -248,27 +274,45 @@ def cmd_materialize(args: argparse.Namespace) -> int:
     problems = materialize_problems(
         start=args.start, end=args.end, archive=args.archive, scorer=args.scorer, labeler=args.labeler,
         env=settings.environment(), first_day=partition_start_date(), today=datetime.now(UTC).date(),
+        sample=args.sample,
     )  # fmt: skip
     if problems:
         for problem in problems:
             print(f"error: {problem}", file=sys.stderr)
         return 2
     from bsky_warehouse.pipeline import run_window
+    from bsky_warehouse.run_summary import asset_counts, format_counts
 
     prepare_manifest()
     start = date.fromisoformat(args.start)
     end = date.fromisoformat(args.end) if args.end else start + timedelta(days=1)
     ops: dict[str, Any] = {}
     if args.scorer:
-        ops["toxicity_scores"] = {"config": {"scorer": args.scorer}}
+        ops["toxicity_scores"] = {"config": {"scorer": args.scorer, "sample": args.sample}}
     assets = [*INGEST_ASSETS, "toxicity_scores", "daily_post_counts", *dbt_fed_by("toxicity_scores")]
     if args.labeler:
         ops["llm_labels"] = {"config": {"labeler": args.labeler}}
         assets += ["llm_labels", *dbt_fed_by("llm_labels")]
     assets += whole_history_marts()
-    result = run_window(DayWindow(start, end), _instance(), archive_dir=args.archive, run_config={"ops": ops},
-                        assets=list(dict.fromkeys(assets)), log_level="WARNING")  # fmt: skip
-    print(json.dumps(result, indent=2, default=str))
+    log_path = run_log_path()
+    with logs_to_stderr() if args.json else logs_to_file(log_path):
+        result = run_window(DayWindow(start, end), _instance(), archive_dir=args.archive, run_config={"ops": ops},
+                            assets=list(dict.fromkeys(assets)), log_level="WARNING")  # fmt: skip
+    if args.json:
+        print(json.dumps(result, indent=2, default=str))
+        return 0 if result["success"] else 1
+    days = (end - start).days
+    print(f"{'succeeded' if result['success'] else 'FAILED'}: {start} .. {end - timedelta(days=1)} "
+          f"({days} day{'s' if days != 1 else ''}), run {result['run_id']}")  # fmt: skip
+    dbt_models = dbt_asset_names()
+    counts = [c for c in asset_counts(result["materializations"]) if c.asset not in dbt_models]
+    built = {a for a, _ in result["materializations"]} & dbt_models
+    for line in format_counts(counts, dbt_models=built, checks=result["checks"]):
+        print(line)
+    for failure in result["failures"]:
+        print(f"failed step: {failure}")
+    where = settings.WAREHOUSE_DB.get().expanduser().resolve()
+    print(f"warehouse: {where}; dbt log: {log_path}; details: this run in the Dagster UI (make ui), or --json")
     return 0 if result["success"] else 1
 
 
@@ -653,7 +697,6 @@ def cmd_scan_author(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     """Last good day per daily table, days missing from the last N, open incidents, failed checks; exit 1 when
     anything needs attention, 2 when there is no warehouse."""
-    from datetime import UTC, datetime
 
     from bsky_warehouse.partitions import partition_start_date
     from bsky_warehouse.resources.warehouse import WarehouseNotFound
@@ -686,7 +729,6 @@ def cmd_perspective_plan(args: argparse.Namespace) -> int:
     """How many posts the Perspective quota still allows and which: a sample stratified by day and language,
     weighted toward the posts the distilled model is least sure of, stored for `sample: planned` runs. The
     warehouse is read and written in two short connections; the sampling in between holds no lock."""
-    from datetime import UTC, datetime
 
     from bsky_warehouse import perspective_plan as pp
     from bsky_warehouse.assets.distill import current_distilled_version
@@ -730,6 +772,9 @@ def cmd_perspective_plan(args: argparse.Namespace) -> int:
     return 0
 
 
+ARCHIVE_HELP = "directory of Jetstream JSONL dumps (default: the sample)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bsky-warehouse", description=__doc__)
     parser.add_argument("--debug", action="store_true", help="show the full traceback when a command fails")
@@ -738,9 +783,9 @@ def build_parser() -> argparse.ArgumentParser:
         func=cmd_prepare
     )
     demo = sub.add_parser("demo", help="load the shipped sample end to end into the warehouse")
-    demo.add_argument("--start", default=SAMPLE_WINDOW.start.isoformat())
-    demo.add_argument("--end", default=SAMPLE_WINDOW.end.isoformat(), help="exclusive")
-    demo.add_argument("--archive", default=str(SAMPLE_DIR))
+    demo.add_argument("--start", default=SAMPLE_WINDOW.start.isoformat(), help="first day (default: the sample's)")
+    demo.add_argument("--end", default=SAMPLE_WINDOW.end.isoformat(), help="day after the last (exclusive)")
+    demo.add_argument("--archive", default=str(SAMPLE_DIR), help=ARCHIVE_HELP)
     demo.set_defaults(func=cmd_demo)
 
     mat = sub.add_parser("materialize", help="materialize a day or a range of days from an archive directory")
@@ -751,16 +796,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     mat.add_argument("--scorer", help="toxicity scorer for this run (default: profanity-check)")
     mat.add_argument("--labeler", help="also label: openai (LLM_BASE_URL, LLM_MODEL) or vllm (VLLM_MODEL)")
+    mat.add_argument("--sample", choices=["all", "planned"], default="all",
+                     help="with --scorer perspective: score every eligible post (all) or only the posts of the "
+                     "latest `perspective plan` (planned)")  # fmt: skip
+    mat.add_argument("--json", action="store_true", help="print the whole run result as JSON instead of the table")
     mat.set_defaults(func=cmd_materialize)
 
     check = sub.add_parser("check", help="materialize the sample and run every asset check and dbt test")
-    check.add_argument("--archive", default=str(SAMPLE_DIR))
+    check.add_argument("--archive", default=str(SAMPLE_DIR), help=ARCHIVE_HELP)
     check.set_defaults(func=cmd_check)
 
     docs = sub.add_parser("docs", help="generate (and serve) the dbt docs site")
-    docs.add_argument("--serve", action="store_true")
-    docs.add_argument("--host", default="127.0.0.1")
-    docs.add_argument("--port", type=int, default=8080)
+    docs.add_argument("--serve", action="store_true", help="serve the site after generating it")
+    docs.add_argument("--host", default="127.0.0.1", help="address to serve on (default 127.0.0.1)")
+    docs.add_argument("--port", type=int, default=8080, help="port to serve on (default 8080)")
     docs.set_defaults(func=cmd_docs)
 
     collect_parser = sub.add_parser("collect", help="collect live data to archive-format files")
@@ -770,7 +819,7 @@ def build_parser() -> argparse.ArgumentParser:
     when = jet.add_mutually_exclusive_group(required=True)
     when.add_argument("--hours", type=float, help="the last H hours up to now (Jetstream keeps about 36)")
     when.add_argument("--day", help="one whole UTC day, YYYY-MM-DD, still inside Jetstream's retention")
-    jet.add_argument("--host", default="jetstream2.us-east.bsky.network")
+    jet.add_argument("--host", default="jetstream2.us-east.bsky.network", help="Jetstream host (or ws://host:port)")
     jet.add_argument("--compress", action="store_true", help="zstd frames (needs --zstd-dictionary)")
     jet.add_argument("--zstd-dictionary", help="Jetstream's published zstd dictionary file")
     jet.set_defaults(func=cmd_collect_jetstream)
@@ -781,17 +830,17 @@ def build_parser() -> argparse.ArgumentParser:
     scan.add_argument("--max-pages", type=int, help="stop after this many pages of 100 (default: whole history)")
     scan.add_argument("--appview", help="AppView URL (default: ${BSKY_APPVIEW_URL} or https://public.api.bsky.app)")
     scan.add_argument("--top", type=int, default=10, help="how many of the most toxic posts to print")
-    scan.add_argument("--json", action="store_true")
+    scan.add_argument("--json", action="store_true", help="print the result as JSON")
     scan.set_defaults(func=cmd_scan_author)
 
     ev = sub.add_parser("eval", help="evaluate scorers or labelers against references")
     ev_sub = ev.add_subparsers(dest="what", required=True)
     ev_scorers = ev_sub.add_parser("scorers", help="agreement of each scorer with the reference scorer")
-    ev_scorers.add_argument("--reference", default=REFERENCE_SCORER)
-    ev_scorers.add_argument("--json", action="store_true")
+    ev_scorers.add_argument("--reference", default=REFERENCE_SCORER, help="reference scorer (default: %(default)s)")
+    ev_scorers.add_argument("--json", action="store_true", help="print the figures as JSON")
     ev_scorers.set_defaults(func=cmd_eval_scorers)
     ev_labels = ev_sub.add_parser("labels", help="accuracy of each labeler against the reference hand labels")
-    ev_labels.add_argument("--json", action="store_true")
+    ev_labels.add_argument("--json", action="store_true", help="print the figures as JSON")
     ev_labels.set_defaults(func=cmd_eval_labels)
     ev_compare = ev_sub.add_parser("compare", help="two labelers or two scorers, paired on the posts both answered")
     ev_compare.add_argument("a", help="labeler/model (e.g. import/gpt-4) or scorer:name")
@@ -800,7 +849,7 @@ def build_parser() -> argparse.ArgumentParser:
                             help="sociopolitical, ideology or ideology_given_sociopolitical for labelers; "
                             "an attribute (e.g. toxicity) for scorers")  # fmt: skip
     ev_compare.add_argument("--reference", default=REFERENCE_SCORER, help="reference scorer (scorer comparisons)")
-    ev_compare.add_argument("--json", action="store_true")
+    ev_compare.add_argument("--json", action="store_true", help="print the comparison as JSON")
     ev_compare.set_defaults(func=cmd_eval_compare)
 
     imp = sub.add_parser("import", help="import data made elsewhere into the warehouse")
@@ -817,13 +866,13 @@ def build_parser() -> argparse.ArgumentParser:
     judge.add_argument("--uri-column", help="the column naming the post (default: uri, link or url)")
     judge.add_argument("--value-column", help="the column with the judgement (default: value, then the task's name)")
     judge.add_argument("--handle-map", help="CSV of handle,did (or link,uri) for links that name handles")
-    judge.add_argument("--json", action="store_true")
+    judge.add_argument("--json", action="store_true", help="print the import's outcome as JSON")
     judge.set_defaults(func=cmd_import_judgements)
 
     audit = sub.add_parser("audit", help="where a scorer or labeler disagrees with a rater, topic by topic")
     audit.add_argument("--system", required=True, help="scorer:<scorer> or labeler:<labeler>/<model>")
     audit.add_argument("--rater", required=True, help="rater name, as in human_judgements")
-    audit.add_argument("--task", required=True, choices=["toxicity", "sociopolitical"])
+    audit.add_argument("--task", required=True, choices=["toxicity", "sociopolitical"], help="the judged task")
     audit.add_argument("--threshold", type=float, help="what-if: the audit with the system flagging at this "
                        "score, in its own tables (marts.<model>__whatif_<system>_<threshold>); the shared audit "
                        "is unchanged")  # fmt: skip
@@ -831,16 +880,16 @@ def build_parser() -> argparse.ArgumentParser:
     audit.add_argument("--top", type=int, default=5, help="topics to show per list (default 5)")
     audit.add_argument("--examples", type=int, default=3, help="example posts per topic and direction (default 3)")
     audit.add_argument("--out", help="Markdown report path (default: reports/audits/<system>__<rater>__<task>.md)")
-    audit.add_argument("--json", action="store_true")
+    audit.add_argument("--json", action="store_true", help="print the summary as JSON")
     audit.set_defaults(func=cmd_audit)
 
     cal = sub.add_parser("calibrate", help="fit a rater's personal calibration of a scorer or labeler")
     cal.add_argument("--rater", required=True, help="rater name, as in human_judgements")
-    cal.add_argument("--task", required=True, choices=["toxicity", "sociopolitical"])
+    cal.add_argument("--task", required=True, choices=["toxicity", "sociopolitical"], help="the judged task")
     cal.add_argument("--system", required=True, help="scorer:<scorer> or labeler:<labeler>/<model>")
     cal.add_argument("--embeddings", action="store_true", help="also fit on the post embeddings")
     cal.add_argument("--embedding-model", help="which post_embeddings model (default: the only one)")
-    cal.add_argument("--json", action="store_true")
+    cal.add_argument("--json", action="store_true", help="print the fit as JSON")
     cal.set_defaults(func=cmd_calibrate)
 
     rate = sub.add_parser("rate", help="a local page (127.0.0.1) where a coder judges posts and sees their audit")
@@ -880,7 +929,7 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("--distilled-version", help="distilled model whose uncertainty weights (default: the latest)")
     plan.add_argument("--now", help="count the quota from this ISO time instead of now (to reproduce a plan)")
     plan.add_argument("--dry-run", action="store_true", help="print the plan, store nothing")
-    plan.add_argument("--json", action="store_true")
+    plan.add_argument("--json", action="store_true", help="print the plan summary as JSON")
     plan.set_defaults(func=cmd_perspective_plan)
     return parser
 
@@ -888,10 +937,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     import warnings
 
-    from dagster import BetaWarning, PreviewWarning
+    from dagster import BetaWarning, PreviewWarning, SupersessionWarning
 
     warnings.filterwarnings("ignore", category=BetaWarning)
     warnings.filterwarnings("ignore", category=PreviewWarning)
+    # The freshness checks use the time-partition API that Dagster marks superseded; it still works as documented.
+    warnings.filterwarnings("ignore", category=SupersessionWarning)
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.debug:

@@ -60,9 +60,12 @@ def materialize_problems(
     env: Mapping[str, str],
     first_day: date,
     today: date,
+    sample: str = "all",
 ) -> list[str]:
     """Everything wrong with a `materialize` request, each as one line; empty when it may run."""
     problems: list[str] = []
+    if sample != "all" and scorer != PERSPECTIVE_SCORER:
+        problems.append(f"--sample {sample} applies to --scorer perspective only (run `perspective plan` first)")
     start_day, problem = parse_day(start, "--start")
     problems += [problem] if problem else []
     end_day: date | None = None
