@@ -32,10 +32,10 @@ from bench.generate import post_text  # noqa: E402
 from bsky_warehouse.assets.distill import fetch_embeddings  # noqa: E402
 from bsky_warehouse.distill import DistillParams, TrainingSet, fit_distilled, text_features  # noqa: E402
 from bsky_warehouse.records import PostText  # noqa: E402
-from bsky_warehouse.resources.reference import REFERENCE_COLUMNS  # noqa: E402
-from bsky_warehouse.resources.scorers import DistilledScorer  # noqa: E402
+from bsky_warehouse.reference import REFERENCE_COLUMNS  # noqa: E402
 from bsky_warehouse.resources.warehouse import WarehouseResource  # noqa: E402
 from bsky_warehouse.schema import EMBEDDING_DIM  # noqa: E402
+from bsky_warehouse.scorers import DistilledScorer  # noqa: E402
 
 MODEL = "bench-embeddings"
 

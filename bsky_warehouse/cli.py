@@ -23,7 +23,7 @@ from bsky_warehouse.project import (
     dbt_executable,
     prepare_manifest,
 )
-from bsky_warehouse.resources.reference import REFERENCE_SCORER
+from bsky_warehouse.reference import REFERENCE_SCORER
 
 if TYPE_CHECKING:
     from bsky_warehouse.assets.dbt import AuditWhatIf
@@ -75,7 +75,7 @@ REFERENCE_JUDGEMENT_TASKS = ("sociopolitical", "ideology")
 
 def recorded_labels_config(model: str) -> dict[str, Any]:
     """Run config importing one recorded 2024 labeler (GPT-4, Llama-3-8B, Llama-3-70B) into llm_labels."""
-    from bsky_warehouse.resources.reference_labels import RECORDED_LABELS, RECORDED_MODELS, RECORDED_PROMPT_VERSION
+    from bsky_warehouse.reference_labels import RECORDED_LABELS, RECORDED_MODELS, RECORDED_PROMPT_VERSION
 
     label_column, ideology_column = RECORDED_MODELS[model]
     return {"ops": {"llm_labels": {"config": {
@@ -139,7 +139,7 @@ def _warehouse():
 def import_reference_judgements() -> list[dict[str, Any]]:
     """The pilot's hand labels (sociopolitical and ideology) as judgements of rater bluesky-research-2024."""
     from bsky_warehouse.judgements import load_judgements, parse_judgements
-    from bsky_warehouse.resources.reference_labels import reference_handle_to_did
+    from bsky_warehouse.reference_labels import reference_handle_to_did
 
     path = REFERENCE_DIR / "pilot_posts_hand_labels.csv"
     parsed = [parse_judgements(path, REFERENCE_RATER, task, handle_to_did=reference_handle_to_did())
@@ -159,7 +159,7 @@ def demo_runs(
     hand labels, and the report of the last day."""
     from bsky_warehouse.distill import SCORER_NAME
     from bsky_warehouse.pipeline import run_calibration_job, run_job, run_window
-    from bsky_warehouse.resources.reference_labels import RECORDED_MODELS
+    from bsky_warehouse.reference_labels import RECORDED_MODELS
 
     def run(assets: list[str], run_config: dict[str, Any] | None = None, **kwargs: Any) -> dict[str, Any]:
         return run_window(window, instance, assets=assets, run_config=run_config, raise_on_error=raise_on_error,
@@ -486,7 +486,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 def cmd_import_judgements(args: argparse.Namespace) -> int:
     """Load one rater's judgements of one task from a CSV/Parquet file; bad rows are rejected with reasons."""
     from bsky_warehouse.judgements import JudgementFileError, load_judgements, parse_judgements, rejection_lines
-    from bsky_warehouse.resources.reference_labels import handle_map_from_csv, reference_handle_to_did
+    from bsky_warehouse.reference_labels import handle_map_from_csv, reference_handle_to_did
 
     try:
         handles = handle_map_from_csv(args.handle_map) if args.handle_map else reference_handle_to_did()

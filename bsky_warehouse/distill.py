@@ -45,7 +45,7 @@ from threadpoolctl import threadpool_limits
 
 from bsky_warehouse.metrics import pearson, roc_auc, spearman
 from bsky_warehouse.records import PROB_COLUMNS, prob_column
-from bsky_warehouse.resources.reference import REFERENCE_SCORER
+from bsky_warehouse.reference import REFERENCE_SCORER
 from bsky_warehouse.schema import EMBEDDING_DIM
 
 SCORER_NAME = "perspective-distilled"

@@ -19,7 +19,7 @@ import duckdb
 
 from bsky_warehouse.project import DBT_PROJECT_DIR
 from bsky_warehouse.records import PROB_COLUMNS
-from bsky_warehouse.resources.reference import REFERENCE_SCORER
+from bsky_warehouse.reference import REFERENCE_SCORER
 
 HAND_LABEL_SEED = DBT_PROJECT_DIR / "seeds" / "reference_hand_labels.csv"
 

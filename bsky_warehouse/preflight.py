@@ -20,8 +20,8 @@ LABELERS = ("openai", "vllm", "import")
 def scorer_names() -> list[str]:
     """Every scorer the toxicity asset accepts (offline models, Perspective, the vendored and distilled ones)."""
     from bsky_warehouse.distill import SCORER_NAME as DISTILLED
-    from bsky_warehouse.resources.reference import REFERENCE_SCORER
-    from bsky_warehouse.resources.scorers import OFFLINE_SCORERS
+    from bsky_warehouse.reference import REFERENCE_SCORER
+    from bsky_warehouse.scorers import OFFLINE_SCORERS
 
     return sorted({*OFFLINE_SCORERS, PERSPECTIVE_SCORER, REFERENCE_SCORER, DISTILLED})
 

@@ -9,7 +9,7 @@ import pytest
 
 from bsky_warehouse.authors import normalize_actor
 from bsky_warehouse.cli import main
-from bsky_warehouse.resources.scorers import make_scorer
+from bsky_warehouse.scorers import make_scorer
 from tests.servers.appview_server import AppViewServer, Fault, feed_view_post
 
 DID = "did:plc:scanned0author"

@@ -12,7 +12,7 @@ from bsky_warehouse.checks.expectations import SUITES, validate
 from bsky_warehouse.partitions import DayWindow, window_from_tags
 from bsky_warehouse.pipeline import run_window
 from bsky_warehouse.project import SAMPLE_DIR
-from bsky_warehouse.resources.reference import REFERENCE_SCORER
+from bsky_warehouse.reference import REFERENCE_SCORER
 
 SCORES = next(s for s in SUITES if s.asset == "toxicity_scores")
 

@@ -14,7 +14,7 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
 from bsky_warehouse.records import PROB_COLUMNS, PostText, ScoreResult  # noqa: E402
-from bsky_warehouse.resources.scorers import DetoxifyScorer, make_scorer  # noqa: E402
+from bsky_warehouse.scorers import DetoxifyScorer, make_scorer  # noqa: E402
 
 ORIGINAL_CLASSES = ["toxic", "severe_toxic", "obscene", "threat", "insult", "identity_hate"]
 UNBIASED_CLASSES = [

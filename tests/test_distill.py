@@ -34,8 +34,8 @@ from bsky_warehouse.partitions import DayWindow
 from bsky_warehouse.pipeline import run_job, run_window
 from bsky_warehouse.project import SAMPLE_DIR
 from bsky_warehouse.records import PostText, ScoreResult
-from bsky_warehouse.resources.reference import REFERENCE_SCORER
-from bsky_warehouse.resources.scorers import DistilledScorer
+from bsky_warehouse.reference import REFERENCE_SCORER
+from bsky_warehouse.scorers import DistilledScorer
 from tests.test_topics import materialized
 
 SAMPLE = DayWindow(date(2024, 3, 8), date(2024, 3, 20))

@@ -14,7 +14,7 @@ from bsky_warehouse.evaluation import compare_scorers, scorer_agreement, with_sc
 from bsky_warehouse.partitions import DayWindow
 from bsky_warehouse.pipeline import run_window
 from bsky_warehouse.project import SAMPLE_DIR
-from bsky_warehouse.resources.reference import REFERENCE_SCORER
+from bsky_warehouse.reference import REFERENCE_SCORER
 
 pytestmark = pytest.mark.integration
 WINDOW = DayWindow(date(2024, 3, 13), date(2024, 3, 17))

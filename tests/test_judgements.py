@@ -28,7 +28,7 @@ from bsky_warehouse.judgements import (
 )
 from bsky_warehouse.label_files import RowError
 from bsky_warehouse.project import REFERENCE_DIR
-from bsky_warehouse.resources.reference_labels import reference_handle_to_did
+from bsky_warehouse.reference_labels import reference_handle_to_did
 
 DID = "did:plc:judgetest0000000000000000"
 OTHER_DID = "did:plc:judgetest1111111111111111"

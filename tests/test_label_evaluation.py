@@ -29,7 +29,7 @@ from bsky_warehouse.evaluation import (
 from bsky_warehouse.label_files import read_label_file
 from bsky_warehouse.pipeline import run_window
 from bsky_warehouse.project import REFERENCE_DIR, SAMPLE_DIR
-from bsky_warehouse.resources.reference_labels import (
+from bsky_warehouse.reference_labels import (
     RECORDED_LABELS,
     RECORDED_MODELS,
     RECORDED_PROMPT_VERSION,

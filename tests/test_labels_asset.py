@@ -18,8 +18,8 @@ from bsky_warehouse.metrics import accuracy, macro_f1
 from bsky_warehouse.partitions import DayWindow
 from bsky_warehouse.pipeline import run_window
 from bsky_warehouse.project import REFERENCE_DIR, SAMPLE_DIR
+from bsky_warehouse.reference_labels import RECORDED_MODELS
 from bsky_warehouse.resources.llm import OpenAILabelerResource
-from bsky_warehouse.resources.reference_labels import RECORDED_MODELS
 from tests.factories import post_event, write_archive
 from tests.servers.openai_server import OpenAIServer
 

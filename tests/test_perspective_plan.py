@@ -33,8 +33,8 @@ from bsky_warehouse.perspective_plan import (
 )
 from bsky_warehouse.pipeline import run_job, run_window
 from bsky_warehouse.project import SAMPLE_DIR
+from bsky_warehouse.reference import REFERENCE_SCORER
 from bsky_warehouse.resources.perspective import PerspectiveResource
-from bsky_warehouse.resources.reference import REFERENCE_SCORER
 from tests.servers.perspective_server import DEFAULT_KEY, PerspectiveServer
 from tests.test_topics import materialized
 

@@ -29,8 +29,8 @@ from bsky_warehouse.bridge import (
 from bsky_warehouse.partitions import DayWindow
 from bsky_warehouse.pipeline import run_job, run_window
 from bsky_warehouse.project import DBT_PROJECT_DIR, SAMPLE_DIR
+from bsky_warehouse.reference import REFERENCE_SCORER
 from bsky_warehouse.report import BRIDGE_SQL, load_report_data, overlap_spans, plot_scorer_bridge, render_report
-from bsky_warehouse.resources.reference import REFERENCE_SCORER
 from tests.test_report import FILES, fill_tiny_warehouse
 
 LOCAL = "profanity-check"

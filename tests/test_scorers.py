@@ -11,7 +11,7 @@ import pytest
 from bsky_warehouse.metrics import pearson, roc_auc, spearman
 from bsky_warehouse.project import REFERENCE_DIR
 from bsky_warehouse.records import PROB_COLUMNS, PostText, ScoreResult
-from bsky_warehouse.resources.scorers import (
+from bsky_warehouse.scorers import (
     DETOXIFY_LABEL_COLUMNS,
     DetoxifyScorer,
     ProfanityCheckScorer,

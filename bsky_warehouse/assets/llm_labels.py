@@ -20,8 +20,8 @@ from bsky_warehouse.checkpoint import ELIGIBLE_SQL, Checkpoint, claim, merge_par
 from bsky_warehouse.label_files import ImportLabeler
 from bsky_warehouse.partitions import DayWindow, daily_partitions
 from bsky_warehouse.records import Labeler, LabelResult, PostText
+from bsky_warehouse.reference_labels import handle_map_from_csv, reference_handle_to_did
 from bsky_warehouse.resources.llm import OpenAILabelerResource
-from bsky_warehouse.resources.reference_labels import handle_map_from_csv, reference_handle_to_did
 from bsky_warehouse.resources.vllm import VLLMLabelerResource
 from bsky_warehouse.resources.warehouse import WarehouseResource
 

@@ -20,8 +20,8 @@ from bsky_warehouse.distill import SCORER_NAME
 from bsky_warehouse.partitions import DayWindow, daily_partitions
 from bsky_warehouse.perspective_plan import latest_plan_id, planned_uris, stored_plan_ids
 from bsky_warehouse.records import PostText, Scorer, ScoreResult
+from bsky_warehouse.reference import REFERENCE_SCORER, ReferenceScorer
 from bsky_warehouse.resources.perspective import PerspectiveResource
-from bsky_warehouse.resources.reference import REFERENCE_SCORER, ReferenceScorer
 from bsky_warehouse.resources.warehouse import WarehouseResource
 
 
@@ -77,7 +77,7 @@ def only_planned(posts: list[PostText], planned: set[str] | None) -> tuple[list[
 def distilled_scorer(warehouse: WarehouseResource, version: str | None) -> Scorer:
     """The stored distilled model, reading each batch's embeddings in a short connection of its own."""
     from bsky_warehouse.assets.distill import fetch_embeddings, resolve_distilled
-    from bsky_warehouse.resources.scorers import DistilledScorer
+    from bsky_warehouse.scorers import DistilledScorer
 
     with warehouse.connect() as con:
         model = resolve_distilled(con, version)
@@ -105,7 +105,7 @@ def resolve_scorer(
         if warehouse is None:
             raise ValueError(f"scorer {SCORER_NAME!r} reads stored embeddings: it needs the warehouse")
         return distilled_scorer(warehouse, distilled_version)
-    from bsky_warehouse.resources.scorers import make_scorer  # loads model files: only when chosen
+    from bsky_warehouse.scorers import make_scorer  # loads model files: only when chosen
 
     return make_scorer(name)
 

@@ -194,7 +194,7 @@ def judged_count(con: duckdb.DuckDBPyConnection, rater: str, task: str) -> int:
 @functools.cache
 def reference_handles() -> dict[str, str]:
     """DID -> handle from the vendored 2024 pilot file (the demo's labeled posts), read once."""
-    from bsky_warehouse.resources.reference_labels import reference_handle_to_did
+    from bsky_warehouse.reference_labels import reference_handle_to_did
 
     try:
         return {did: handle for handle, did in reference_handle_to_did().items()}
