@@ -14,12 +14,10 @@ for the first and then finds the work done, or fails after `timeout_s` naming th
 
 from __future__ import annotations
 
-import fcntl
 import json
 import logging
 import os
 import re
-import time
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import date, datetime
@@ -28,7 +26,7 @@ from typing import Any
 
 import duckdb
 
-from bsky_warehouse.resources.warehouse import registered, transaction
+from bsky_warehouse.resources.warehouse import file_lock, registered, transaction
 
 FSYNC_EVERY = 64
 log = logging.getLogger(__name__)
@@ -39,34 +37,20 @@ class PartitionBusy(RuntimeError):
 
 
 @contextmanager
-def claim(lock_path: Path, what: str, timeout_s: float, poll_s: float = 0.2) -> Iterator[None]:
-    """Hold an exclusive lock on `lock_path` (an flock, so a killed holder releases it), waiting up to
-    `timeout_s` for another holder. The lock file stays: removing it would let two runs lock different files."""
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        deadline = time.monotonic() + timeout_s
-        announced = False
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    raise PartitionBusy(
-                        f"{what} is being worked on by another run (lock {lock_path}); waited {timeout_s:.0f}s. "
-                        "Let that run finish, then run this partition again: nothing it paid for is lost."
-                    ) from None
-                if not announced:
-                    log.warning("%s is being worked on by another run: waiting for it to finish", what)
-                    announced = True
-                time.sleep(poll_s)
-        try:
-            yield
-        finally:
-            fcntl.flock(fd, fcntl.LOCK_UN)
-    finally:
-        os.close(fd)
+def claim(lock_path: Path, what: str, timeout_s: float, poll_s: float = 0.5) -> Iterator[None]:
+    """Hold the lock of one partition's paid work, waiting up to `timeout_s` for another run holding it."""
+
+    def busy() -> Exception:
+        return PartitionBusy(
+            f"{what} is being worked on by another run (lock {lock_path}); waited {timeout_s:.0f}s. "
+            "Let that run finish, then run this partition again: nothing it paid for is lost."
+        )
+
+    def waiting() -> None:
+        log.warning("%s is being worked on by another run: waiting for it to finish", what)
+
+    with file_lock(lock_path, timeout_s, busy, on_wait=waiting, max_poll_s=poll_s):
+        yield
 
 
 def _slug(value: str) -> str:

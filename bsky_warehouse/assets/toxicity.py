@@ -105,8 +105,11 @@ def resolve_scorer(
         if warehouse is None:
             raise ValueError(f"scorer {SCORER_NAME!r} reads stored embeddings: it needs the warehouse")
         return distilled_scorer(warehouse, distilled_version)
+    from bsky_warehouse.preflight import scorer_names
     from bsky_warehouse.scorers import make_scorer  # loads model files: only when chosen
 
+    if name not in scorer_names():
+        raise ValueError(f"unknown scorer {name!r}: choose one of {', '.join(scorer_names())}")
     return make_scorer(name)
 
 

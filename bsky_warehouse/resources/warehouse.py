@@ -13,7 +13,7 @@ import fcntl
 import os
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -72,18 +72,16 @@ _local = threading.local()
 
 
 @contextmanager
-def exclusive_lock(lock_path: Path, timeout_s: float) -> Iterator[None]:
-    """Hold an inter-process lock; re-entrant within a thread so nested helpers cannot deadlock."""
-    held: dict[str, int] = getattr(_local, "held", None) or {}
-    _local.held = held
-    key = str(lock_path.resolve())
-    if held.get(key):
-        held[key] += 1
-        try:
-            yield
-        finally:
-            held[key] -= 1
-        return
+def file_lock(
+    lock_path: Path,
+    timeout_s: float,
+    busy: Callable[[], Exception],
+    on_wait: Callable[[], None] | None = None,
+    max_poll_s: float = 0.5,
+) -> Iterator[None]:
+    """An exclusive `flock` on `lock_path` (a killed holder releases it), waited for with backoff up to
+    `timeout_s`; `busy()` is raised when the wait runs out, `on_wait()` called once when it begins. The lock file
+    stays: removing it would let two processes lock different files."""
     lock_path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
@@ -95,19 +93,44 @@ def exclusive_lock(lock_path: Path, timeout_s: float) -> Iterator[None]:
                 break
             except BlockingIOError:
                 if time.monotonic() >= deadline:
-                    raise WarehouseLockTimeout(
-                        f"waited {timeout_s:.0f}s for the warehouse lock {lock_path}; another process holds it"
-                    ) from None
+                    raise busy() from None
+                if on_wait is not None and delay == 0.01:
+                    on_wait()
                 time.sleep(delay)
-                delay = min(delay * 2, 0.5)
+                delay = min(delay * 2, max_poll_s)
+        try:
+            yield
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
+@contextmanager
+def exclusive_lock(lock_path: Path, timeout_s: float) -> Iterator[None]:
+    """The warehouse writer's lock; re-entrant within a thread so nested helpers cannot deadlock."""
+    held: dict[str, int] = getattr(_local, "held", None) or {}
+    _local.held = held
+    key = str(lock_path.resolve())
+    if held.get(key):
+        held[key] += 1
+        try:
+            yield
+        finally:
+            held[key] -= 1
+        return
+
+    def busy() -> Exception:
+        return WarehouseLockTimeout(
+            f"waited {timeout_s:.0f}s for the warehouse lock {lock_path}; another process holds it"
+        )
+
+    with file_lock(lock_path, timeout_s, busy):
         held[key] = 1
         try:
             yield
         finally:
             held[key] = 0
-            fcntl.flock(fd, fcntl.LOCK_UN)
-    finally:
-        os.close(fd)
 
 
 class WarehouseResource(ConfigurableResource):
