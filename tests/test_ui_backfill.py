@@ -1,0 +1,175 @@
+"""A partition backfill of the daily job launched the way the Dagster UI launches it: the `launchPartitionBackfill`
+GraphQL mutation sent over HTTP to a real `dagster-webserver`, carried out by a real `dagster-daemon`, as shipped
+(no run config). It must succeed, build the marts and the report for every day, skip the unconfigured labeler
+visibly, and its run must belong to the job in the UI (issue #19).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pytest
+
+from bsky_warehouse.project import REPO_ROOT
+
+pytestmark = pytest.mark.integration
+MODULE = "bsky_warehouse.definitions"
+DAYS = ["2024-03-10", "2024-03-11", "2024-03-12"]
+WAIT_S = 1500.0
+
+REPOSITORIES = """
+{ repositoriesOrError { ... on RepositoryConnection { nodes { name partitionSets { name } } } } }"""
+LAUNCH = """
+mutation Launch($params: LaunchBackfillParams!) {
+  launchPartitionBackfill(backfillParams: $params) {
+    __typename
+    ... on LaunchBackfillSuccess { backfillId }
+    ... on PythonError { message }
+    ... on UnauthorizedError { message }
+  }
+}"""
+BACKFILL = """
+query Backfill($id: String!) {
+  partitionBackfillOrError(backfillId: $id) {
+    __typename
+    ... on PartitionBackfill { status runs(limit: 50) { runId status jobName repositoryOrigin { repositoryName } } }
+  }
+}"""
+JOB_RUNS = """
+query JobRuns($job: String!) {
+  runsOrError(filter: {pipelineName: $job}) { ... on Runs { results { runId status } } }
+}"""
+MATERIALIZATION = """
+query Mat($key: [String!]!, $partitions: [String!]) {
+  assetNodes(assetKeys: [{path: $key}]) {
+    assetMaterializations(partitions: $partitions) {
+      partition metadataEntries { label ... on TextMetadataEntry { text } }
+    }
+  }
+}"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def graphql(url: str, query: str, variables: dict[str, Any]) -> dict[str, Any]:
+    body = json.dumps({"query": query, "variables": variables}).encode()
+    request = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=120) as response:
+        answer = json.loads(response.read())
+    assert "errors" not in answer, answer
+    return answer["data"]
+
+
+def wait_for(what: str, condition, procs: list[subprocess.Popen], logs: list[Path]) -> Any:
+    deadline = time.monotonic() + WAIT_S
+    while time.monotonic() < deadline:
+        for proc, log in zip(procs, logs, strict=True):
+            if proc.poll() is not None:
+                tail = log.read_text()[-4000:]
+                pytest.fail(f"{proc.args[:3]} exited ({proc.returncode}) waiting for {what}:\n{tail}")
+        value = condition()
+        if value:
+            return value
+        time.sleep(2)
+    pytest.fail(f"no {what} within {WAIT_S:.0f} s; daemon log:\n{logs[-1].read_text()[-4000:]}")
+
+
+def stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGINT)
+        try:
+            proc.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def test_a_backfill_launched_as_the_ui_does_builds_every_day(tmp_path: Path):
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    shutil.copy(REPO_ROOT / "dagster.yaml", home / "dagster.yaml")
+    db = tmp_path / "wh.duckdb"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("LLM_", "VLLM_", "PERSPECTIVE_"))}
+    env.update(DAGSTER_HOME=str(home), BSKY_WAREHOUSE_DB=str(db), BSKY_WAREHOUSE_REPORTS=str(tmp_path / "reports"))
+    env.pop("BSKY_WAREHOUSE_START_DATE", None)
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/graphql"
+    logs = [tmp_path / "webserver.log", tmp_path / "daemon.log"]
+    commands = [
+        [sys.executable, "-m", "dagster_webserver", "-m", MODULE, "-h", "127.0.0.1", "-p", str(port)],
+        [sys.executable, "-m", "dagster._daemon", "run", "-m", MODULE],
+    ]
+    procs: list[subprocess.Popen] = []
+    try:
+        for command, log in zip(commands, logs, strict=True):
+            with log.open("wb") as out:
+                procs.append(subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                              start_new_session=True))  # fmt: skip
+
+        def code_location_loaded() -> bool:
+            """The webserver answers before it has loaded the definitions: wait for the job's partition set."""
+            try:
+                repos = graphql(url, REPOSITORIES, {})["repositoriesOrError"].get("nodes", [])
+            except (urllib.error.URLError, OSError):
+                return False
+            return any(p["name"] == "warehouse_daily_partition_set" for r in repos for p in r["partitionSets"])
+
+        wait_for("webserver with the code location loaded", code_location_loaded, procs, logs)
+        params = {
+            "selector": {
+                "partitionSetName": "warehouse_daily_partition_set",
+                "repositorySelector": {"repositoryName": "__repository__", "repositoryLocationName": MODULE},
+            },
+            "partitionNames": DAYS,
+        }
+        launched = graphql(url, LAUNCH, {"params": params})["launchPartitionBackfill"]
+        assert launched["__typename"] == "LaunchBackfillSuccess", launched
+        backfill_id = launched["backfillId"]
+
+        def finished() -> dict[str, Any] | None:
+            backfill = graphql(url, BACKFILL, {"id": backfill_id})["partitionBackfillOrError"]
+            done = backfill["status"] not in ("REQUESTED",) and all(
+                r["status"] in ("SUCCESS", "FAILURE", "CANCELED") for r in backfill["runs"]
+            )
+            return backfill if done and backfill["runs"] else None
+
+        backfill = wait_for("finished backfill", finished, procs, logs)
+        assert backfill["status"] == "COMPLETED_SUCCESS", (backfill, logs[-1].read_text()[-4000:])
+        runs = backfill["runs"]
+        assert runs and all(r["status"] == "SUCCESS" and r["jobName"] == "warehouse_daily" for r in runs)
+        assert all(r["repositoryOrigin"] is not None for r in runs)  # the run belongs to the job's code location
+        on_job_page = {r["runId"] for r in graphql(url, JOB_RUNS, {"job": "warehouse_daily"})["runsOrError"]["results"]}
+        assert {r["runId"] for r in runs} <= on_job_page
+        labels = graphql(url, MATERIALIZATION, {"key": ["llm_labels"], "partitions": DAYS})["assetNodes"][0]
+        skipped = [e for m in labels["assetMaterializations"] for e in m["metadataEntries"] if e["label"] == "skipped"]
+        assert skipped and all(e.get("text") for e in skipped)  # skipped, saying why, not a failed step
+    finally:
+        for proc in reversed(procs):
+            stop(proc)
+
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        counted = dict(con.execute("SELECT day::VARCHAR, raw_posts FROM marts.daily_post_counts").fetchall())
+        raw = dict(con.execute("SELECT partition_date::VARCHAR, count(*) FROM raw_posts GROUP BY 1").fetchall())
+        coverage = con.execute("SELECT count(*) FROM marts.pipeline_coverage WHERE unaccounted_posts <> 0").fetchall()
+    finally:
+        con.close()
+    assert set(DAYS) <= set(counted) and all(counted[d] == raw.get(d, 0) for d in DAYS)
+    assert coverage == [(0,)]
+    assert (tmp_path / "reports" / DAYS[-1] / "index.html").is_file()
