@@ -67,6 +67,9 @@ PYTHON_TABLES = {key.to_user_string() for a in ASSETS if a not in DBT_ASSETS for
 freshness_selection = AssetSelection.checks(*freshness_checks)
 warehouse_job = define_asset_job(
     "warehouse_daily",
+    description="Every daily asset for the chosen days: ingest, clean, score, label (when an LLM is configured), "
+    "embed and assign topics, the daily dbt marts, the report; then the whole-history marts once. Backfill it "
+    "from its Partitions tab.",
     selection=AssetSelection.all()
     - author_selection
     - calibration_selection
@@ -79,6 +82,8 @@ warehouse_job = define_asset_job(
 # snapshots have their own sensor).
 scheduled_job = define_asset_job(
     "warehouse_yesterday",
+    description="What the daily schedule runs for yesterday: the daily job without labels (paid, asked for "
+    "separately) and without feed snapshots (their own sensor).",
     selection=AssetSelection.all()
     - author_selection
     - calibration_selection
@@ -92,6 +97,7 @@ daily_schedule = build_daily_schedule(scheduled_job)
 # after it must follow, for exactly those days (labels are paid work, asked for separately).
 feed_followup_job = define_asset_job(
     FEED_FOLLOWUP_JOB,
+    description="Cleaning and everything after it, for the days a feed snapshot added posts to.",
     selection=(AssetSelection.assets(cleaned_posts).downstream() - AssetSelection.assets(llm_labels))
     & scheduled_job.selection,
 )

@@ -39,6 +39,12 @@ class DayWindow:
     def days(self) -> list[date]:
         return [self.start + timedelta(days=i) for i in range((self.end - self.start).days)]
 
+    def label(self) -> str:
+        """The days as a person reads them, last day included: `2024-03-10..2024-03-12 (3 days)`."""
+        n = (self.end - self.start).days
+        last = self.end - timedelta(days=1)
+        return f"{self.start}" if n == 1 else f"{self.start}..{last} ({n} days)"
+
     def contains(self, moment: datetime) -> bool:
         return self.start <= moment.astimezone(UTC).date() < self.end
 

@@ -39,3 +39,14 @@ def test_the_table_is_short_and_names_what_failed():
     assert any(line.startswith("dbt: 12 models built") for line in lines)
     assert "checks: 39 passed, 1 failed" in lines and "  failed: toxicity_scores:c3" in lines
     assert "-" in lines[1].split()[1]  # rejected_records has no rows in: shown as -, not 0
+
+
+def test_windows_and_scans_read_as_a_person_writes_them():
+    from datetime import date
+
+    from bsky_warehouse.checks.expectations import AuthorScan
+    from bsky_warehouse.partitions import DayWindow
+
+    assert DayWindow.for_day("2024-03-13").label() == "2024-03-13"
+    assert DayWindow(date(2024, 3, 10), date(2024, 3, 13)).label() == "2024-03-10..2024-03-12 (3 days)"
+    assert AuthorScan("alice.bsky.social").label() == "author scan alice.bsky.social"

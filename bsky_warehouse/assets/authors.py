@@ -81,4 +81,8 @@ def author_toxicity_scores(
 
 
 author_selection = AssetSelection.assets(author_posts, author_toxicity_scores, *dbt_author_models.keys)
-author_scan_job = define_asset_job("author_scan", selection=author_selection)
+author_scan_job = define_asset_job(
+    "author_scan",
+    selection=author_selection,
+    description="One account's whole history: posts, their toxicity, the dbt report (one partition per account).",
+)

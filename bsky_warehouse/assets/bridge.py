@@ -246,4 +246,8 @@ def scorer_mappings(
 
 
 bridge_selection = AssetSelection.assets(scorer_mappings)
-bridge_job = define_asset_job("bridge_scorers", selection=bridge_selection)
+bridge_job = define_asset_job(
+    "bridge_scorers",
+    selection=bridge_selection,
+    description="Fit the mapping of a local scorer onto Perspective's scale on the posts both scored.",
+)

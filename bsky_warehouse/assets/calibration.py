@@ -90,4 +90,8 @@ def rater_calibrations(
 
 
 calibration_selection = AssetSelection.assets(rater_calibrations)
-calibration_job = define_asset_job("rater_calibration", selection=calibration_selection)
+calibration_job = define_asset_job(
+    "rater_calibration",
+    selection=calibration_selection,
+    description="Fit one rater's personal calibration of a scorer or labeler (cross-validated).",
+)

@@ -296,4 +296,8 @@ def distilled_models(
 
 
 distill_selection = AssetSelection.assets(distilled_models)
-distill_job = define_asset_job("distill_perspective", selection=distill_selection)
+distill_job = define_asset_job(
+    "distill_perspective",
+    selection=distill_selection,
+    description="Fit the distilled Perspective scorer on the stored Perspective scores (a new stored version).",
+)

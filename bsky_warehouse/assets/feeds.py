@@ -118,7 +118,11 @@ def feed_snapshots(
     return MaterializeResult(metadata=metadata)
 
 
-feed_job = define_asset_job("feed_snapshots_job", selection=["feed_snapshots"])
+feed_job = define_asset_job(
+    "feed_snapshots_job",
+    selection=["feed_snapshots"],
+    description="Snapshot the configured feeds today (ranks, counts, their posts into raw_posts).",
+)
 # Defined with the other jobs (definitions.py): it follows the daily schedule's selection.
 FEED_FOLLOWUP_JOB = "feed_followup"
 

@@ -37,7 +37,7 @@ def build_suite_check(suite: Suite):
                 check_name=check.name,
                 passed=outcome.passed,
                 severity=AssetCheckSeverity.ERROR if check.blocking else AssetCheckSeverity.WARN,
-                metadata={**outcome.metadata(), "window": str(scope) if scope else "all partitions"},
+                metadata={**outcome.metadata(), "window": scope.label() if scope else "all partitions"},
             )
 
     return _check

@@ -48,6 +48,9 @@ class AuthorScan:
 
     scan_key: str
 
+    def label(self) -> str:
+        return f"author scan {self.scan_key}"
+
 
 Scope = DayWindow | AuthorScan | None
 
