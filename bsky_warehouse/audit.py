@@ -11,6 +11,7 @@ Rendering is pure, so it is tested on hand-made rows.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -185,11 +186,16 @@ def audited(con: duckdb.DuckDBPyConnection) -> list[tuple[str, str, str]]:
     return con.execute("SELECT DISTINCT system, rater, task FROM marts.audit_by_topic ORDER BY ALL").fetchall()
 
 
-def _choose_version(con: duckdb.DuckDBPyConnection, key: dict[str, str], requested: str | None) -> str:
+AUDIT_MARTS = ("audit_by_topic", "audit_judged_posts")
+
+
+def _choose_version(
+    con: duckdb.DuckDBPyConnection, key: dict[str, str], requested: str | None, by_topic: str = "audit_by_topic"
+) -> str:
     versions = [
         row[0]
         for row in con.execute(
-            """SELECT a.topic_model_version FROM marts.audit_by_topic a
+            f"""SELECT a.topic_model_version FROM marts."{by_topic}" a
                LEFT JOIN (SELECT topic_model_version, max(fitted_at) AS fitted_at FROM topic_models GROUP BY 1) m
                  USING (topic_model_version)
                WHERE a.system = $system AND a.rater = $rater AND a.task = $task
@@ -200,7 +206,7 @@ def _choose_version(con: duckdb.DuckDBPyConnection, key: dict[str, str], request
     if not versions:
         present = ", ".join(f"{s} / {r} / {t}" for s, r, t in audited(con)) or "nothing yet"
         raise AuditError(
-            f"marts.audit_by_topic has no rows for {key['system']} / {key['rater']} / {key['task']} "
+            f"marts.{by_topic} has no rows for {key['system']} / {key['rater']} / {key['task']} "
             f"(it holds: {present}); the system needs answers for, and a topic model topics for, posts the rater "
             "judged in that task"
         )
@@ -219,22 +225,25 @@ def load_audit(
     topic_model_version: str | None = None,
     top: int = 5,
     examples: int = 3,
+    relations: Mapping[str, str] | None = None,
 ) -> Audit:
-    """One audit from the marts: every topic's row, and example posts for the topics a report shows."""
-    for mart in ("audit_by_topic", "audit_judged_posts"):
-        if not table_exists(con, "marts", mart):
+    """One audit from the marts: every topic's row, and example posts for the topics a report shows.
+    `relations` names other tables (in schema marts) to read instead of the two audit marts, e.g. a what-if's."""
+    tables = {mart: mart for mart in AUDIT_MARTS} | dict(relations or {})
+    for mart in AUDIT_MARTS:
+        if not table_exists(con, "marts", tables[mart]):
             raise AuditError(
-                f"marts.{mart} is not built: import judgements (bsky-warehouse import judgements), materialize "
-                "post_embeddings and post_topics, then the dbt audit models (or run `make demo`)"
+                f"marts.{tables[mart]} is not built: import judgements (bsky-warehouse import judgements), "
+                "materialize post_embeddings and post_topics, then the dbt audit models (or run `make demo`)"
             )
     key = {"system": system, "rater": rater, "task": task}
-    version = _choose_version(con, key, topic_model_version)
+    version = _choose_version(con, key, topic_model_version, tables["audit_by_topic"])
     params = {**key, "version": version}
     rows = con.execute(
-        """SELECT topic_id, topic_label, n_judged, system_mean, human_mean, mae, n_over_sensitive,
+        f"""SELECT topic_id, topic_label, n_judged, system_mean, human_mean, mae, n_over_sensitive,
                   n_under_sensitive, over_sensitive_share, under_sensitive_share, enough_judged, error_rank,
                   threshold
-           FROM marts.audit_by_topic
+           FROM marts."{tables["audit_by_topic"]}"
            WHERE system = $system AND rater = $rater AND task = $task AND topic_model_version = $version
            ORDER BY error_rank""",
         params,
@@ -247,7 +256,7 @@ def load_audit(
     for direction, flags, order in ((OVER, "system_flags AND NOT human_flags", "system_score DESC"),
                                     (UNDER, "human_flags AND NOT system_flags", "system_score ASC")):  # fmt: skip
         found = con.execute(
-            f"""SELECT topic_id, uri, link, text, system_score, human_value FROM marts.audit_judged_posts
+            f"""SELECT topic_id, uri, link, text, system_score, human_value FROM marts."{tables["audit_judged_posts"]}"
                 WHERE system = $system AND rater = $rater AND task = $task AND topic_model_version = $version
                   AND list_contains($topics, topic_id) AND {flags}
                 QUALIFY row_number() OVER (PARTITION BY topic_id ORDER BY {order}, uri) <= $n

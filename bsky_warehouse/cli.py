@@ -520,29 +520,18 @@ def rebuild_audit(system: str, threshold: float) -> AuditWhatIf:
     return whatif
 
 
-@contextlib.contextmanager
-def whatif_connection(db_path: Path, whatif: AuditWhatIf) -> Iterator[Any]:
-    """A read-only view of the warehouse in which marts.audit_by_topic and marts.audit_judged_posts are the
-    what-if's tables, so the audit reads a what-if exactly as it reads the shared marts."""
-    import duckdb
-
-    from bsky_warehouse.assets.dbt import AUDIT_MODELS
-
-    con = duckdb.connect()
-    try:
-        con.execute(f"ATTACH '{str(db_path).replace(chr(39), chr(39) * 2)}' AS warehouse (READ_ONLY)")
-        con.execute("CREATE SCHEMA marts")
-        for model in AUDIT_MODELS:
-            con.execute(f'CREATE VIEW marts.{model} AS SELECT * FROM warehouse.marts."{whatif.relation(model)}"')
-        con.execute("CREATE VIEW topic_models AS SELECT * FROM warehouse.main.topic_models")
-        yield con
-    finally:
-        con.close()
-
-
 def cmd_audit(args: argparse.Namespace) -> int:
     """Print the topics where a system disagrees most with a rater, with example posts; write the report."""
-    from bsky_warehouse.audit import OVER, UNDER, AuditError, audit_summary, load_audit, render_markdown, report_path
+    from bsky_warehouse.audit import (
+        AUDIT_MARTS,
+        OVER,
+        UNDER,
+        AuditError,
+        audit_summary,
+        load_audit,
+        render_markdown,
+        report_path,
+    )
     from bsky_warehouse.audit import worst_topics as worst
     from bsky_warehouse.report import reports_root
 
@@ -558,9 +547,10 @@ def cmd_audit(args: argparse.Namespace) -> int:
             print(f"error: {err}", file=sys.stderr)
             return 1
     try:
-        reading = whatif_connection(_warehouse().db_path, whatif) if whatif else _warehouse().connect()
-        with reading as con:
-            audit = load_audit(con, args.system, args.rater, args.task, args.topic_model, args.top, args.examples)
+        relations = {model: whatif.relation(model) for model in AUDIT_MARTS} if whatif else None
+        with _warehouse().read_only() as con:
+            audit = load_audit(con, args.system, args.rater, args.task, args.topic_model, args.top, args.examples,
+                               relations=relations)  # fmt: skip
     except AuditError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -86,7 +86,7 @@ def test_pipeline_coverage_accounts_for_every_post(loaded_db):
 def test_scorer_agreement_mart_matches_python_metrics(loaded_db):
     from bsky_warehouse.evaluation import scorer_agreement
 
-    dbt(loaded_db, "run", "--select", "scorer_agreement")
+    dbt(loaded_db, "run", "--select", "+scorer_agreement")  # with the staging views it reads
     con = duckdb.connect(loaded_db, read_only=True)
     mart = {
         (r[0], r[1], r[2]): r[3:]

@@ -33,6 +33,7 @@ from dagster import AssetExecutionContext, AssetKey, AssetMaterialization, Backf
 from dagster_dbt import DagsterDbtTranslator, DbtCliResource, dbt_assets
 
 from bsky_warehouse import cross_day
+from bsky_warehouse.audit import AUDIT_MARTS
 from bsky_warehouse.partitions import DBT_WINDOW_ENV, DayWindow, daily_partitions, dbt_env_for_days, rebuild_days
 from bsky_warehouse.project import DBT_ENV, DBT_MANIFEST, DBT_PROJECT_DIR, dbt_executable
 from bsky_warehouse.resources.warehouse import DB_ENV, WarehouseResource
@@ -215,9 +216,6 @@ def dbt_global_models(
     yield from _build(context, dbt, warehouse, ["build"])
 
 
-AUDIT_MODELS = ("audit_judged_posts", "audit_by_topic")
-
-
 @dataclass(frozen=True)
 class AuditWhatIf:
     """One system's flagging threshold changed, every other setting as configured: built beside the shared audit
@@ -255,7 +253,7 @@ def build_audit_whatif(
     env = {name: value for name, value in dbt_env(warehouse.db_path).items() if name not in DBT_WINDOW_ENV.values()}
     with warehouse.lock(), tempfile.TemporaryDirectory(prefix="dbt-whatif-") as target:
         proc = subprocess.run(
-            [dbt_executable(), "run", "--select", *AUDIT_MODELS, "--vars", json.dumps({**(dbt_vars or {}),
+            [dbt_executable(), "run", "--select", *AUDIT_MARTS, "--vars", json.dumps({**(dbt_vars or {}),
              **whatif.dbt_vars()}), "--project-dir", str(DBT_PROJECT_DIR), "--profiles-dir", str(DBT_PROJECT_DIR),
              "--target-path", target, "--log-path", target],
             env=env, cwd=DBT_PROJECT_DIR, capture_output=True, text=True,

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from bsky_warehouse.assets.dbt import AUDIT_MODELS
+from bsky_warehouse.audit import AUDIT_MARTS
 from bsky_warehouse.calibration import MIN_JUDGEMENTS, UNSURE
 from bsky_warehouse.partitions import DayWindow
 from bsky_warehouse.pipeline import run_calibration_job, run_window
@@ -35,7 +35,7 @@ def refresh_audit(
     if last is None:
         raise RuntimeError("the warehouse has no cleaned posts to audit")
     db = str(warehouse.db_path)
-    audit_run = run_window(DayWindow.for_day(last), dagster, db_path=db, assets=list(AUDIT_MODELS),
+    audit_run = run_window(DayWindow.for_day(last), dagster, db_path=db, assets=list(AUDIT_MARTS),
                            raise_on_error=False, log_level="WARNING")  # fmt: skip
     runs = [{**audit_run, "job": "warehouse_daily"}]
     if audit_run["success"] and usable >= MIN_JUDGEMENTS:
