@@ -955,5 +955,15 @@ def one_line(err: BaseException) -> str:
     return text if len(text) <= 400 else text[:397] + "..."
 
 
+def entry() -> None:
+    """The `bsky-warehouse` command: `main`, then an exit that skips the interpreter's teardown. DuckDB's
+    bindings (nanobind) print a multi-page "leaked instances" dump when Python finalizes modules that still hold
+    DuckDB type objects; every file and connection is closed by then, so nothing is lost by not finalizing."""
+    code = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()
