@@ -69,6 +69,7 @@ bench: $(STAMP) $(VENV)/.installed-topics
 	$(BIN)/python bench/llm_client.py --json
 	$(BIN)/python bench/topics.py --posts 5000 --json
 	$(BIN)/python bench/distilled_scorer.py --posts 20000 --json
+	$(BIN)/python bench/run_overhead.py --json
 
 lint: $(STAMP)
 	$(BIN)/ruff check bsky_warehouse tests bench scripts
