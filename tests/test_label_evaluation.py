@@ -17,7 +17,14 @@ import duckdb
 import pytest
 from dagster import DagsterInstance
 
-from bsky_warehouse.cli import INGEST_ASSETS, SAMPLE_WINDOW, dbt_fed_by, main, recorded_labels_config
+from bsky_warehouse.cli import (
+    INGEST_ASSETS,
+    SAMPLE_WINDOW,
+    dbt_fed_by,
+    main,
+    recorded_labels_config,
+    whole_history_marts,
+)  # fmt: skip
 from bsky_warehouse.evaluation import (
     HAND_LABEL_SEED,
     _hand_labels,
@@ -80,7 +87,8 @@ def labeled_db(tmp_path_factory):
     instance = DagsterInstance.ephemeral()
     assert run_window(SAMPLE_WINDOW, instance, db_path=db, archive_dir=str(SAMPLE_DIR), assets=INGEST_ASSETS)["success"]
     for model in RECORDED_MODELS:
-        result = run_window(SAMPLE_WINDOW, instance, db_path=db, assets=["llm_labels", *dbt_fed_by("llm_labels")],
+        assets = ["llm_labels", *dbt_fed_by("llm_labels"), *whole_history_marts()]  # the total is a global mart
+        result = run_window(SAMPLE_WINDOW, instance, db_path=db, assets=list(dict.fromkeys(assets)),
                             run_config=recorded_labels_config(model))  # fmt: skip
         assert result["success"], result
     return db
