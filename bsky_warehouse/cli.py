@@ -956,10 +956,14 @@ def one_line(err: BaseException) -> str:
 
 
 def entry() -> None:
-    """The `bsky-warehouse` command: `main`, then an exit that skips the interpreter's teardown. DuckDB's
-    bindings (nanobind) print a multi-page "leaked instances" dump when Python finalizes modules that still hold
-    DuckDB type objects; every file and connection is closed by then, so nothing is lost by not finalizing."""
+    """The `bsky-warehouse` command: `main`, the exit handlers (multiprocessing's clean-up among them), then an
+    exit that skips the interpreter's module teardown. DuckDB's bindings (nanobind) print a multi-page "leaked
+    instances" dump when Python finalizes modules that still hold DuckDB type objects; every file and
+    connection is closed by then, so nothing is lost by not finalizing."""
+    import atexit
+
     code = main()
+    atexit._run_exitfuncs()
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)
