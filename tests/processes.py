@@ -7,6 +7,8 @@ a child has printed nothing for `quiet_s` seconds (a hang), which a slow but wor
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import threading
 import time
@@ -62,3 +64,18 @@ def wait_for_all(procs: Sequence[subprocess.Popen[str]], quiet_s: float = QUIET_
         for thread in threads:
             thread.join(timeout=30)
     return [r.output for r in readers]
+
+
+def interrupt_group(proc: subprocess.Popen, grace_s: float = 120.0) -> bool:
+    """Stop a server started with `start_new_session=True` as Ctrl-C would (SIGINT to its process group), killing
+    the group if it is still there after `grace_s`. Returns whether it stopped on SIGINT (True if already gone)."""
+    if proc.poll() is not None:
+        return True
+    os.killpg(proc.pid, signal.SIGINT)
+    try:
+        proc.wait(timeout=grace_s)
+        return True
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        return False

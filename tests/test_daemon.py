@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -28,6 +27,7 @@ from bsky_warehouse.feeds import DEFAULT_FEEDS
 from bsky_warehouse.project import REPO_ROOT
 from bsky_warehouse.resources.warehouse import WarehouseResource
 from tests.factories import post_event
+from tests.processes import interrupt_group
 from tests.servers.appview_server import AppViewServer, feed_view_post
 from tests.servers.jetstream_server import JetstreamServer
 
@@ -171,12 +171,7 @@ def test_the_daemon_runs_the_schedule_and_sensors_and_records_a_failure(tmp_path
                 "recorded incident", lambda: [row for row in incidents(db) if row[0] == failed[0].run_id], daemon, log
             )
         finally:
-            os.killpg(daemon.pid, signal.SIGINT)
-            try:
-                daemon.wait(timeout=120)
-            except subprocess.TimeoutExpired:
-                os.killpg(daemon.pid, signal.SIGKILL)
-                daemon.wait()
+            if not interrupt_group(daemon):
                 pytest.fail(f"the daemon did not stop on SIGINT:\n{log.read_text()[-4000:]}")
 
     assert feed_run and daily_run and followup

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -23,6 +22,7 @@ import duckdb
 import pytest
 
 from bsky_warehouse.project import REPO_ROOT
+from tests.processes import interrupt_group
 
 pytestmark = pytest.mark.integration
 MODULE = "bsky_warehouse.definitions"
@@ -90,16 +90,6 @@ def wait_for(what: str, condition, procs: list[subprocess.Popen], logs: list[Pat
     pytest.fail(f"no {what} within {WAIT_S:.0f} s; daemon log:\n{logs[-1].read_text()[-4000:]}")
 
 
-def stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGINT)
-        try:
-            proc.wait(timeout=120)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-
-
 def test_a_backfill_launched_as_the_ui_does_builds_every_day(tmp_path: Path):
     home = tmp_path / "dagster_home"
     home.mkdir()
@@ -161,7 +151,7 @@ def test_a_backfill_launched_as_the_ui_does_builds_every_day(tmp_path: Path):
         assert skipped and all(e.get("text") for e in skipped)  # skipped, saying why, not a failed step
     finally:
         for proc in reversed(procs):
-            stop(proc)
+            interrupt_group(proc)
 
     con = duckdb.connect(str(db), read_only=True)
     try:
