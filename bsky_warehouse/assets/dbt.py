@@ -13,13 +13,15 @@ models it reads, so a run or a single-run backfill builds it once, over whatever
 The window reaches dbt as environment variables of its one process (BSKY_DBT_MIN_DATE, BSKY_DBT_MAX_DATE,
 BSKY_DBT_DAYS; macros/in_window.sql), not as `--vars`: a change of vars throws away dbt's whole partial-parse
 cache (a full parse of the project per invocation), while the macros read the environment only when a model
-runs, so the project's partial-parse cache (copied into each invocation's target dir) serves every window.
+runs, so one saved parse serves every window. That parse is kept per warehouse file (`parse_cache`): dbt also
+discards it when the database path changes.
 """
 
 import contextlib
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import tempfile
@@ -38,6 +40,8 @@ from bsky_warehouse.partitions import DBT_WINDOW_ENV, DayWindow, daily_partition
 from bsky_warehouse.project import DBT_ENV, DBT_MANIFEST, DBT_PROJECT_DIR, dbt_executable
 from bsky_warehouse.resources.warehouse import DB_ENV, WarehouseResource
 from bsky_warehouse.settings import dbt_env
+
+PARTIAL_PARSE_FILE = "partial_parse.msgpack"
 
 
 class WarehouseDbtTranslator(DagsterDbtTranslator):
@@ -146,12 +150,46 @@ def _build(
     os.environ.update(DBT_ENV)
     window = {name: (window_env or {}).get(name) for name in DBT_WINDOW_ENV.values()}
     with warehouse.lock(), tempfile.TemporaryDirectory(prefix="dbt-target-") as target:
+        cache = parse_cache(warehouse)
+        restore_parse_state(cache, Path(target))
         with environ(window):
             invocation = dbt.cli(args, context=context, target_path=Path(target))
         try:
             yield from invocation.stream()
         finally:
             stop_process(invocation.process)
+        if invocation.process.returncode in (0, 1):
+            save_parse_state(Path(target), cache)
+
+
+def parse_cache(warehouse: WarehouseResource) -> Path:
+    """dbt's partial-parse state for this warehouse file, beside it.
+
+    dbt discards its saved parse when the profile's connection changes, and the database path is part of it: the
+    project's own state (target/, parsed by `prepare`) serves only the default path, and any other file cost a
+    full parse of the project on every invocation (~7 s of a 2-core machine). Kept per file, only a file's first
+    invocation parses in full. dbt itself checks the saved state against the project's files and its version.
+    """
+    return warehouse.staging_dir / "dbt" / PARTIAL_PARSE_FILE
+
+
+def restore_parse_state(cache: Path, target: Path) -> None:
+    """Seed an invocation's target dir with the file's saved parse (DbtCliResource copies the project's only
+    into a target dir that has none)."""
+    if cache.exists():
+        shutil.copyfile(cache, target / PARTIAL_PARSE_FILE)
+
+
+def save_parse_state(target: Path, cache: Path) -> None:
+    """Keep the parse of a dbt process that ended on its own (0: passed, 1: failures; a killed one may have left a
+    partial file), replaced atomically: a reader never sees half a file."""
+    produced = target / PARTIAL_PARSE_FILE
+    if not produced.exists():
+        return
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    partial = cache.with_name(f".{cache.name}.{os.getpid()}.tmp")
+    shutil.copyfile(produced, partial)
+    os.replace(partial, cache)
 
 
 @contextlib.contextmanager
