@@ -6,7 +6,6 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export DO_NOT_TRACK := 1
 export DBT_SEND_ANONYMOUS_USAGE_STATS := false
-export BSKY_WAREHOUSE_DB ?= data/warehouse.duckdb
 export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 
 .PHONY: setup demo test check ui docs bench lint manifest clean

@@ -43,7 +43,7 @@ from bsky_warehouse.label_files import (
     normalize_uri,
     pick_column,
 )
-from bsky_warehouse.resources.warehouse import transaction
+from bsky_warehouse.resources.warehouse import insert_rows, transaction
 
 TASKS = ("toxicity", "sociopolitical", "ideology")
 TOXICITY_MAX = 4
@@ -211,13 +211,18 @@ def load_judgements(con: duckdb.DuckDBPyConnection, parsed: ParsedFile, now: dat
     now = now or datetime.now(UTC)
     key = {"file": parsed.path, "rater": parsed.rater, "task": parsed.task}
     judgements = [
-        (j.uri, parsed.rater, parsed.task, j.value, j.label, parsed.path, j.line_no, now) for j in parsed.judgements
-    ]
-    rejects = [(REJECT_SOURCE, _raw(parsed, r), r.reason, parsed.path, r.line_no, now) for r in parsed.rejections]
+        {"uri": j.uri, "rater": parsed.rater, "task": parsed.task, "value": j.value, "label": j.label,
+         "source_file": parsed.path, "line_no": j.line_no, "imported_at": now}
+        for j in parsed.judgements
+    ]  # fmt: skip
+    rejects = [
+        {"source": REJECT_SOURCE, "raw": _raw(parsed, r), "reason": r.reason, "file": parsed.path,
+         "line_no": r.line_no, "ingested_at": now}
+        for r in parsed.rejections
+    ]  # fmt: skip
     with transaction(con):
         con.execute("CREATE OR REPLACE TEMP TABLE judgement_stage AS SELECT * FROM human_judgements LIMIT 0")
-        if judgements:
-            con.executemany("INSERT INTO judgement_stage VALUES (?, ?, ?, ?, ?, ?, ?, ?)", judgements)
+        insert_rows(con, "judgement_stage", judgements)
         replaced = _count(
             con,
             "DELETE FROM human_judgements WHERE rater = $rater AND task = $task AND source_file = $file",
@@ -235,12 +240,7 @@ def load_judgements(con: duckdb.DuckDBPyConnection, parsed: ParsedFile, now: dat
                AND json_extract_string(raw, '$.rater') = $rater AND json_extract_string(raw, '$.task') = $task""",
             {**key, "source": REJECT_SOURCE},
         )
-        if rejects:
-            con.executemany(
-                """INSERT INTO rejected_records (source, raw, reason, file, line_no, partition_date, ingested_at)
-                   VALUES (?, ?, ?, ?, ?, NULL, ?)""",
-                rejects,
-            )
+        insert_rows(con, "rejected_records", rejects)
         con.execute("DROP TABLE judgement_stage")
     return {
         "file": parsed.path,

@@ -210,8 +210,8 @@ def test_the_names_other_modules_export_are_the_settings_names():
     assert settings.START_DATE.name == partitions.START_ENV
     assert settings.REPORTS_DIR.name == report.REPORTS_ENV
     assert settings.APPVIEW_URL.name == appview.APPVIEW_URL_ENV
-    assert settings.APPVIEW_URL.default == f"https://{appview.DEFAULT_HOST}"
-    assert settings.JETSTREAM_HOST.default == jetstream.DEFAULT_HOST
+    assert appview.AppViewResource().host == "public.api.bsky.app"
+    assert jetstream.JetstreamSource().host == "jetstream2.us-east.bsky.network"
 
 
 def readme_table() -> str:

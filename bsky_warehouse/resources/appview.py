@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 from dagster import ConfigurableResource
@@ -25,11 +26,12 @@ from pydantic import Field
 
 from bsky_warehouse.events import POST_COLLECTION, RecordError, parse_created_at
 from bsky_warehouse.http_retry import backoff_delay, retry_after_s
+from bsky_warehouse.settings import APPVIEW_URL
 
 log = logging.getLogger(__name__)
 
-DEFAULT_HOST = "public.api.bsky.app"
-APPVIEW_URL_ENV = "BSKY_APPVIEW_URL"
+DEFAULT_HOST = urlsplit(APPVIEW_URL.default).netloc
+APPVIEW_URL_ENV = APPVIEW_URL.name
 MAX_LIMIT = 100
 REASON_REPOST = "app.bsky.feed.defs#reasonRepost"
 

@@ -44,10 +44,11 @@ from pydantic import Field
 from websockets.asyncio.client import ClientConnection, connect
 
 from bsky_warehouse.events import POST_COLLECTION
+from bsky_warehouse.settings import JETSTREAM_HOST
 
 log = logging.getLogger(__name__)
 
-DEFAULT_HOST = "jetstream2.us-east.bsky.network"
+DEFAULT_HOST = JETSTREAM_HOST.default
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 FLUSH_EVERY = 1000
 ARCHIVE_HINT = "use an archive dump instead: `bsky-warehouse materialize --archive DIR`"
