@@ -31,3 +31,28 @@ def dbt_manifest():
     from bsky_warehouse.project import prepare_manifest
 
     return prepare_manifest()
+
+
+@pytest.fixture(scope="session")
+def recorded_labels_db(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The sample window ingested, then each recorded labeler's labels imported through `llm_labels` with the
+    dbt models they feed and the whole-history marts, every check passing. Built once for the modules that
+    only read it (label evaluation, the labels asset): the build is a dozen Dagster runs."""
+    from dagster import DagsterInstance
+
+    from bsky_warehouse.cli import INGEST_ASSETS, SAMPLE_WINDOW, dbt_fed_by, recorded_labels_config, whole_history_marts
+    from bsky_warehouse.pipeline import run_window
+    from bsky_warehouse.project import SAMPLE_DIR
+    from bsky_warehouse.reference_labels import RECORDED_MODELS
+
+    db = str(tmp_path_factory.mktemp("recorded_labels") / "wh.duckdb")
+    instance = DagsterInstance.ephemeral()
+    assert run_window(SAMPLE_WINDOW, instance, db_path=db, archive_dir=str(SAMPLE_DIR), assets=INGEST_ASSETS)["success"]
+    assets = list(dict.fromkeys(["llm_labels", *dbt_fed_by("llm_labels"), *whole_history_marts()]))
+    for model in RECORDED_MODELS:
+        result = run_window(
+            SAMPLE_WINDOW, instance, db_path=db, assets=assets, run_config=recorded_labels_config(model)
+        )
+        assert result["success"], result
+        assert all(c["passed"] for c in result["checks"]), [c for c in result["checks"] if not c["passed"]]
+    return db

@@ -15,15 +15,10 @@ from collections import defaultdict
 
 import duckdb
 import pytest
-from dagster import DagsterInstance
 
 from bsky_warehouse.cli import (
-    INGEST_ASSETS,
-    SAMPLE_WINDOW,
-    dbt_fed_by,
     main,
     recorded_labels_config,
-    whole_history_marts,
 )  # fmt: skip
 from bsky_warehouse.evaluation import (
     HAND_LABEL_SEED,
@@ -34,8 +29,7 @@ from bsky_warehouse.evaluation import (
     task_pairs,
 )
 from bsky_warehouse.label_files import read_label_file
-from bsky_warehouse.pipeline import run_window
-from bsky_warehouse.project import REFERENCE_DIR, SAMPLE_DIR
+from bsky_warehouse.project import REFERENCE_DIR
 from bsky_warehouse.reference_labels import (
     RECORDED_LABELS,
     RECORDED_MODELS,
@@ -81,19 +75,6 @@ def from_csv(model: str, uris: set[str] | None = None) -> dict[str, tuple[int, f
     return {task: (len(v), sum(v) / len(v)) for task, v in hits.items()}
 
 
-@pytest.fixture(scope="module")
-def labeled_db(tmp_path_factory):
-    db = str(tmp_path_factory.mktemp("eval") / "wh.duckdb")
-    instance = DagsterInstance.ephemeral()
-    assert run_window(SAMPLE_WINDOW, instance, db_path=db, archive_dir=str(SAMPLE_DIR), assets=INGEST_ASSETS)["success"]
-    for model in RECORDED_MODELS:
-        assets = ["llm_labels", *dbt_fed_by("llm_labels"), *whole_history_marts()]  # the total is a global mart
-        result = run_window(SAMPLE_WINDOW, instance, db_path=db, assets=list(dict.fromkeys(assets)),
-                            run_config=recorded_labels_config(model))  # fmt: skip
-        assert result["success"], result
-    return db
-
-
 def test_the_pinned_whole_file_figures_are_the_csvs():
     for model, tasks in WHOLE_FILE.items():
         computed = from_csv(model)
@@ -121,8 +102,8 @@ def test_whole_file_through_the_import_reader_matches_the_csvs(model: str):
         assert figures["accuracy"] == pytest.approx(expected[task][1], abs=TOLERANCE), task
 
 
-def test_warehouse_eval_and_marts_match_the_csvs_on_the_demo_posts(labeled_db):
-    con = duckdb.connect(labeled_db, read_only=True)
+def test_warehouse_eval_and_marts_match_the_csvs_on_the_demo_posts(recorded_labels_db):
+    con = duckdb.connect(recorded_labels_db, read_only=True)
     uris = {r[0] for r in con.execute("SELECT uri FROM cleaned_posts").fetchall()}
     rows = labeler_agreement(con)
     total = {(m, t): (n, c, a) for m, t, n, c, a in con.execute(
@@ -147,8 +128,8 @@ def test_warehouse_eval_and_marts_match_the_csvs_on_the_demo_posts(labeled_db):
     assert ideology["llama-3-8b"]["confusion"]["left"]["none"] == 59
 
 
-def test_mart_interval_is_the_python_wilson_interval(labeled_db):
-    con = duckdb.connect(labeled_db, read_only=True)
+def test_mart_interval_is_the_python_wilson_interval(recorded_labels_db):
+    con = duckdb.connect(recorded_labels_db, read_only=True)
     mart = {(m, t): (lo, hi, f1) for m, t, lo, hi, f1 in con.execute(
         "SELECT model, task, accuracy_ci_low, accuracy_ci_high, macro_f1 FROM marts.labeler_agreement_total"
     ).fetchall()}  # fmt: skip
@@ -161,8 +142,8 @@ def test_mart_interval_is_the_python_wilson_interval(labeled_db):
         assert f1 == pytest.approx(row["macro_f1"], abs=1e-9)
 
 
-def test_eval_labels_json_rounds_and_keeps_the_conditional_figure_apart(labeled_db, monkeypatch, capsys):
-    monkeypatch.setenv("BSKY_WAREHOUSE_DB", labeled_db)
+def test_eval_labels_json_rounds_and_keeps_the_conditional_figure_apart(recorded_labels_db, monkeypatch, capsys):
+    monkeypatch.setenv("BSKY_WAREHOUSE_DB", recorded_labels_db)
     assert main(["eval", "labels", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     rows = {(r["model"], r["task"]): r for r in out["labelers"]}
@@ -175,8 +156,8 @@ def test_eval_labels_json_rounds_and_keeps_the_conditional_figure_apart(labeled_
     assert out["intervals"]["bootstrap_resamples"] == 2000
 
 
-def test_compare_two_recorded_labelers_with_mcnemar(labeled_db, monkeypatch, capsys):
-    con = duckdb.connect(labeled_db, read_only=True)
+def test_compare_two_recorded_labelers_with_mcnemar(recorded_labels_db, monkeypatch, capsys):
+    con = duckdb.connect(recorded_labels_db, read_only=True)
     result = compare_labelers(con, "import/gpt-4", "import/llama-3-70b", "ideology")
     same = compare_labelers(con, "import/llama-3-8b", "labeler:import/llama-3-8b", "sociopolitical")
     with pytest.raises(ValueError):
@@ -187,7 +168,7 @@ def test_compare_two_recorded_labelers_with_mcnemar(labeled_db, monkeypatch, cap
     assert result["a_only_correct"] - result["b_only_correct"] == round(result["difference"] * 176)
     assert result["p_value"] < 0.001  # 0.659 vs 0.443 on the same 176 posts
     assert same["a_only_correct"] == same["b_only_correct"] == 0 and same["p_value"] == 1.0
-    monkeypatch.setenv("BSKY_WAREHOUSE_DB", labeled_db)
+    monkeypatch.setenv("BSKY_WAREHOUSE_DB", recorded_labels_db)
     assert main(["eval", "compare", "import/gpt-4", "import/llama-3-8b", "--task", "sociopolitical", "--json"]) == 0
     cli = json.loads(capsys.readouterr().out)
     assert cli["test"] == "mcnemar_exact" and cli["n"] == 330 and 0 <= cli["p_value"] <= 1

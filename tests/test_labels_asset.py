@@ -11,7 +11,7 @@ import duckdb
 import pytest
 from dagster import AssetKey, DagsterInstance
 
-from bsky_warehouse.cli import SAMPLE_WINDOW, dbt_fed_by, recorded_labels_config
+from bsky_warehouse.cli import dbt_fed_by
 from bsky_warehouse.evaluation import HAND_LABEL_SEED, _hand_labels, labeler_agreement, task_pairs
 from bsky_warehouse.instrument import PROMPT_VERSION
 from bsky_warehouse.metrics import accuracy, macro_f1
@@ -27,19 +27,6 @@ pytestmark = pytest.mark.integration
 INGEST = ["raw_posts", "post_deletions", "rejected_records", "cleaned_posts"]
 CIVIC = {"civic": "sociopolitical", "not civic": "not_sociopolitical"}
 IDEOLOGY = {"left-leaning": "left", "right-leaning": "right", "moderate": "moderate", "unclear": "unclear"}
-
-
-@pytest.fixture(scope="module")
-def labeled_db(tmp_path_factory):
-    db = str(tmp_path_factory.mktemp("labels") / "wh.duckdb")
-    instance = DagsterInstance.ephemeral()
-    assert run_window(SAMPLE_WINDOW, instance, db_path=db, archive_dir=str(SAMPLE_DIR), assets=INGEST)["success"]
-    for model in RECORDED_MODELS:
-        result = run_window(SAMPLE_WINDOW, instance, db_path=db, assets=["llm_labels", *dbt_fed_by("llm_labels")],
-                            run_config=recorded_labels_config(model))  # fmt: skip
-        assert result["success"], result
-        assert all(c["passed"] for c in result["checks"])
-    return db
 
 
 def direct_from_pilot_csv(model: str, uris: set[str]) -> dict[str, tuple[float, int]]:
@@ -73,8 +60,8 @@ def direct_from_pilot_csv(model: str, uris: set[str]) -> dict[str, tuple[float, 
     return {task: (accuracy(truth[task], pred[task]), len(truth[task])) for task in truth}
 
 
-def test_eval_reproduces_the_recorded_labelers_accuracies(labeled_db):
-    con = duckdb.connect(labeled_db, read_only=True)
+def test_eval_reproduces_the_recorded_labelers_accuracies(recorded_labels_db):
+    con = duckdb.connect(recorded_labels_db, read_only=True)
     rows = labeler_agreement(con)
     uris = {r[0] for r in con.execute("SELECT uri FROM cleaned_posts").fetchall()}
     con.close()
@@ -90,8 +77,8 @@ def test_eval_reproduces_the_recorded_labelers_accuracies(labeled_db):
     assert gpt4["sociopolitical"]["accuracy"] > 0.8  # GPT-4 agreed with the researchers far above chance
 
 
-def test_labeler_agreement_mart_matches_python_per_day(labeled_db):
-    con = duckdb.connect(labeled_db, read_only=True)
+def test_labeler_agreement_mart_matches_python_per_day(recorded_labels_db):
+    con = duckdb.connect(recorded_labels_db, read_only=True)
     mart = con.execute(
         "SELECT day, model, task, n, accuracy, macro_f1 FROM marts.labeler_agreement ORDER BY ALL"
     ).fetchall()
