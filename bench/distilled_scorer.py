@@ -30,7 +30,8 @@ if str(ROOT) not in sys.path:
 
 from bench.generate import post_text  # noqa: E402
 from bsky_warehouse.assets.distill import fetch_embeddings  # noqa: E402
-from bsky_warehouse.distill import DistillParams, TrainingSet, fit_distilled, text_features  # noqa: E402
+from bsky_warehouse.distill import DistillParams, TrainingSet, text_features  # noqa: E402
+from bsky_warehouse.distill_fit import fit_distilled  # noqa: E402
 from bsky_warehouse.records import PostText  # noqa: E402
 from bsky_warehouse.reference import REFERENCE_COLUMNS  # noqa: E402
 from bsky_warehouse.resources.warehouse import WarehouseResource  # noqa: E402

@@ -25,7 +25,8 @@ if str(ROOT) not in sys.path:
 
 from bench.generate import post_text  # noqa: E402
 from bsky_warehouse.embeddings import EMBEDDING_MODEL, embed_texts, load_model  # noqa: E402
-from bsky_warehouse.topics import TopicParams, fit_topic_model  # noqa: E402
+from bsky_warehouse.topics import TopicParams  # noqa: E402
+from bsky_warehouse.topics_fit import fit_topic_model  # noqa: E402
 
 
 def run(n_posts: int, seed: int = 0) -> dict[str, float | int]:

@@ -10,16 +10,16 @@ from datetime import UTC, date, datetime, timedelta
 import numpy as np
 import pytest
 
-from bsky_warehouse import calibration
+from bsky_warehouse import calibration, calibration_fit
 from bsky_warehouse.calibration import (
     MIN_JUDGEMENTS,
     CalibrationError,
     Judged,
     NotEnoughJudgements,
     System,
-    cross_validate,
     run_calibration,
 )
+from bsky_warehouse.calibration_fit import cross_validate
 from bsky_warehouse.evaluation import HAND_LABEL_SEED
 from bsky_warehouse.label_files import normalize_sociopolitical
 from bsky_warehouse.project import REFERENCE_DIR
@@ -75,7 +75,7 @@ def test_every_fold_is_fitted_without_the_posts_it_predicts(monkeypatch):
     """Spy on every pipeline the cross-validation fits: no post it predicts was in its training rows, and every
     post is predicted exactly once."""
     seen: list[tuple[set[float], list[float]]] = []
-    real_clone = calibration.clone
+    real_clone = calibration_fit.clone
 
     class Spy:
         def __init__(self, estimator):
@@ -90,7 +90,7 @@ def test_every_fold_is_fitted_without_the_posts_it_predicts(monkeypatch):
             seen[-1][1].extend(float(v) for v in x[:, 0])
             return self.estimator.predict(x)
 
-    monkeypatch.setattr(calibration, "clone", lambda estimator: Spy(real_clone(estimator)))
+    monkeypatch.setattr(calibration_fit, "clone", lambda estimator: Spy(real_clone(estimator)))
     rng = np.random.default_rng(3)
     scores = rng.uniform(0, 1, 97)  # distinct values identify the posts
     cross_validate("toxicity", Judged(uris(97), scores, rater_of(scores, rng) / 4), with_embeddings=False)
@@ -105,10 +105,10 @@ def test_embeddings_that_carry_nothing_about_the_rater_are_not_projected():
     rng = np.random.default_rng(6)
     scores = rng.uniform(0, 1, 120)
     judged = Judged(uris(120), scores, rater_of(scores, rng) / 4, rng.normal(size=(120, 384)).astype(np.float32))
-    fitted = calibration.calibrate("toxicity", judged, use_embeddings=True, embedding_model="noise")
+    fitted = calibration_fit.calibrate("toxicity", judged, use_embeddings=True, embedding_model="noise")
     alone, with_embeddings = fitted
     assert with_embeddings.cv.error_calibrated > alone.cv.error_calibrated
-    assert calibration.choose_projection(fitted) is alone
+    assert calibration_fit.choose_projection(fitted) is alone
     assert alone.version != with_embeddings.version
 
 

@@ -11,22 +11,23 @@ import numpy as np
 import pytest
 from dagster import DagsterInstance
 
-from bsky_warehouse import distill
+from bsky_warehouse import distill, distill_fit
 from bsky_warehouse.distill import (
-    EMBEDDING_DIM,
     DistillError,
     DistillParams,
     TrainingSet,
     attribute_column,
-    cross_validate_attribute,
     design_matrix,
+    text_features,
+    trainable_attributes,
+)
+from bsky_warehouse.distill_fit import (
+    cross_validate_attribute,
     fit_distilled,
     fold_pipeline,
     make_pipeline,
     model_version,
     select_and_fit,
-    text_features,
-    trainable_attributes,
 )
 from bsky_warehouse.evaluation import evaluated_on, scorer_agreement
 from bsky_warehouse.metrics import pearson, roc_auc, spearman
@@ -35,6 +36,7 @@ from bsky_warehouse.pipeline import run_job, run_window
 from bsky_warehouse.project import SAMPLE_DIR
 from bsky_warehouse.records import PostText, ScoreResult
 from bsky_warehouse.reference import REFERENCE_SCORER
+from bsky_warehouse.schema import EMBEDDING_DIM
 from bsky_warehouse.scorers import DistilledScorer
 from tests.test_topics import materialized
 
@@ -116,7 +118,7 @@ def test_nested_cv_never_predicts_a_row_with_a_model_fitted_on_it(monkeypatch):
     x = design_matrix(training.embeddings, training.text, anchors)
     x[:, 0] = np.arange(len(x))  # column 0 names the row
     predictions: list[tuple[set[float], list[float]]] = []
-    real = distill.make_pipeline
+    real = distill_fit.make_pipeline
 
     class Spy:
         def __init__(self, weight):
@@ -135,8 +137,8 @@ def test_nested_cv_never_predicts_a_row_with_a_model_fitted_on_it(monkeypatch):
         def named_steps(self):
             return self.inner.named_steps
 
-    monkeypatch.setattr(distill, "make_pipeline", Spy)
-    monkeypatch.setattr(distill, "clone", lambda estimator: Spy(estimator.inner.named_steps["extras"].weight))
+    monkeypatch.setattr(distill_fit, "make_pipeline", Spy)
+    monkeypatch.setattr(distill_fit, "clone", lambda estimator: Spy(estimator.inner.named_steps["extras"].weight))
     y = training.targets["prob_toxicity"][:60]
     oof, fold, weights, _ = cross_validate_attribute("prob_toxicity", x, y, DistillParams(), anchors, 10)
     assert predictions and all(not trained & set(predicted) for trained, predicted in predictions)

@@ -12,7 +12,8 @@ import yaml
 from dagster import materialize
 
 from bsky_warehouse.project import DBT_PROJECT_DIR
-from bsky_warehouse.report import figure_png, load_report_data, plot_toxicity_over_days, render_report
+from bsky_warehouse.report import load_report_data, render_report
+from bsky_warehouse.report_figures import figure_png, plot_toxicity_over_days
 
 END = date(2024, 3, 12)
 FILES = {

@@ -30,7 +30,8 @@ from bsky_warehouse.partitions import DayWindow
 from bsky_warehouse.pipeline import run_job, run_window
 from bsky_warehouse.project import DBT_PROJECT_DIR, SAMPLE_DIR
 from bsky_warehouse.reference import REFERENCE_SCORER
-from bsky_warehouse.report import BRIDGE_SQL, load_report_data, overlap_spans, plot_scorer_bridge, render_report
+from bsky_warehouse.report import BRIDGE_SQL, load_report_data, render_report
+from bsky_warehouse.report_figures import overlap_spans, plot_scorer_bridge
 from tests.test_report import FILES, fill_tiny_warehouse
 
 LOCAL = "profanity-check"

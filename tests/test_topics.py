@@ -36,13 +36,10 @@ from bsky_warehouse.topics import (
     MAX_TOPICS,
     TopicParams,
     choose_n_topics,
-    class_tfidf,
-    fit_topic_model,
     nearest_centroid,
-    terms,
-    top_terms,
     topic_model_version,
 )
+from bsky_warehouse.topics_fit import class_tfidf, fit_topic_model, terms, top_terms
 
 INGEST = ["raw_posts", "post_deletions", "rejected_records", "cleaned_posts"]
 TOPICS = ["post_embeddings", "post_topics"]

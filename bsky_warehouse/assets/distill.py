@@ -2,7 +2,7 @@
 
 `distilled_models` reads the Perspective scores the warehouse holds (the configured training scorers, the first
 listed winning where a post has several), the posts' stored embeddings and texts, cross-validates and refits
-one head per attribute (distill.py), and stores the heads with their cross-validated figures in
+one head per attribute (distill_fit.py), and stores the heads with their cross-validated figures in
 `distilled_models` and every training post's out-of-fold prediction in `distilled_oof_predictions`, under a
 version that digests data, features and parameters. A refit over the same data keeps the version (and marks
 it fitted now, so it is current again). The writer connection is held only to read and to write, never while
@@ -44,7 +44,6 @@ from bsky_warehouse.distill import (
     DistillParams,
     LinearHead,
     TrainingSet,
-    fit_distilled,
     text_features,
 )
 from bsky_warehouse.records import PROB_COLUMNS
@@ -230,6 +229,7 @@ def figures_markdown(fits: Sequence[AttributeFit]) -> str:
 
 def run_distill(warehouse: WarehouseResource, config: DistillConfig) -> tuple[DistilledModel, list[AttributeFit], dict]:
     """Read (short), embed the anchors and fit (no lock held), store (one transaction)."""
+    from bsky_warehouse.distill_fit import fit_distilled  # scikit-learn: only when fitting
     from bsky_warehouse.embeddings import embed_texts  # torch: only when fitting
 
     params = DistillParams(family=config.model_family, folds=config.folds, seed=config.seed)

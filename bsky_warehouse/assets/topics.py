@@ -24,7 +24,7 @@ from bsky_warehouse.checkpoint import ELIGIBLE_SQL, claim
 from bsky_warehouse.partitions import DayWindow, daily_partitions
 from bsky_warehouse.resources.warehouse import WarehouseResource, insert_rows, transaction
 from bsky_warehouse.schema import EMBEDDING_DIM
-from bsky_warehouse.topics import Topic, TopicModel, TopicParams, fit_topic_model
+from bsky_warehouse.topics import Topic, TopicModel, TopicParams
 
 EMBED_CHUNK = 1024
 
@@ -198,6 +198,7 @@ def load_topic_model(con: duckdb.DuckDBPyConnection, version: str) -> TopicModel
 def fit_and_store(warehouse: WarehouseResource, config: TopicsConfig) -> tuple[TopicModel, bool]:
     """Fit over the sample (connection closed while clustering) and store; (model, newly inserted)."""
     from bsky_warehouse.embeddings import EMBEDDING_MODEL
+    from bsky_warehouse.topics_fit import fit_topic_model  # scikit-learn: only when fitting
 
     with warehouse.connect() as con:
         uris, texts, vectors = draw_sample(con, EMBEDDING_MODEL, config.sample_size)
