@@ -86,17 +86,25 @@ def recorded_labels_config(model: str) -> dict[str, Any]:
 
 
 def _instance():
+    """The run history every CLI run is recorded in (DAGSTER_HOME, by default the checkout's `.dagster_home`).
+
+    A first use creates it: the project's instance settings (the duckdb pool, no telemetry), as `make` copies
+    them, and Dagster's storage, under a lock, so two commands started at once on a fresh checkout do not race
+    on creating the same SQLite schema."""
     from dagster import DagsterInstance
 
+    from bsky_warehouse.resources.warehouse import file_lock
+
     home = settings.DAGSTER_HOME.get()
-    if home is not None:
-        home.mkdir(parents=True, exist_ok=True)
+
+    def busy() -> Exception:
+        return RuntimeError(f"another process has been creating the run history in {home} for 10 minutes")
+
+    with file_lock(home / ".create.lock", timeout_s=600, busy=busy):
         config = home / "dagster.yaml"
         if not config.exists():
-            # The project's instance settings (the duckdb pool, no telemetry), as `make` would copy them.
             config.write_text((REPO_ROOT / "dagster.yaml").read_text(), encoding="utf-8")
-        return DagsterInstance.get()
-    return DagsterInstance.ephemeral()
+        return DagsterInstance.from_config(str(home))
 
 
 @contextlib.contextmanager
@@ -697,7 +705,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     except ValueError:
         print(f"error: --as-of {args.as_of!r} is not a date (YYYY-MM-DD)", file=sys.stderr)
         return 2
-    instance = _instance() if settings.DAGSTER_HOME.is_set() else None
+    instance = _instance() if (settings.DAGSTER_HOME.get() / "dagster.yaml").exists() else None
     try:
         with _warehouse().read_only() as con:
             built = materialized_partitions(instance) if instance else None

@@ -5,11 +5,19 @@ from __future__ import annotations
 from typing import Any
 
 from dagster import AssetKey, AssetMaterialization, DagsterInstance
+from dagster._core.definitions.repository_definition.valid_definitions import SINGLETON_REPOSITORY_NAME
+from dagster._core.storage.tags import REPOSITORY_LABEL_TAG
 
 from bsky_warehouse.partitions import RANGE_END_TAG, RANGE_START_TAG, DayWindow
 from bsky_warehouse.resources.bluesky import ArchiveSource
 from bsky_warehouse.resources.warehouse import WarehouseResource
 from bsky_warehouse.run_summary import COUNT_KEYS
+
+# The code location `make ui` and the daemon load (`-m bsky_warehouse.definitions`), and Dagster's name for the
+# repository of a Definitions object. A run launched from the UI carries their label as a tag; the UI lists a
+# job's runs (its Runs tab, the Overview timeline) by that tag, so runs started here carry it too.
+CODE_LOCATION = "bsky_warehouse.definitions"
+REPOSITORY_TAGS = {REPOSITORY_LABEL_TAG: f"{SINGLETON_REPOSITORY_NAME}@{CODE_LOCATION}"}
 
 # Assets that only run when asked for by name: labeling needs a configured LLM (or an import file), feed
 # snapshots need the network.
@@ -59,7 +67,7 @@ def run_window(
     result = job.execute_in_process(
         instance=instance,
         run_config={"loggers": {"console": {"config": {"log_level": log_level}}}, **(run_config or {})},
-        tags={RANGE_START_TAG: days[0].isoformat(), RANGE_END_TAG: days[-1].isoformat()},
+        tags={**REPOSITORY_TAGS, RANGE_START_TAG: days[0].isoformat(), RANGE_END_TAG: days[-1].isoformat()},
         raise_on_error=raise_on_error,
     )
     return {**summarize_run(result), "window": [str(window.start), str(window.end)]}
@@ -86,6 +94,7 @@ def run_job(
         instance=instance,
         partition_key=partition_key,
         run_config={"loggers": {"console": {"config": {"log_level": log_level}}}, **(run_config or {})},
+        tags=REPOSITORY_TAGS,
         raise_on_error=raise_on_error,
     )
     return summarize_run(result)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from bsky_warehouse import settings
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = settings.PROJECT_ROOT
 DBT_PROJECT_DIR = REPO_ROOT / "dbt_project"
 DBT_MANIFEST = DBT_PROJECT_DIR / "target" / "manifest.json"
 SAMPLE_DIR = REPO_ROOT / "data" / "sample" / "jetstream"

@@ -186,21 +186,26 @@ def one_of(*choices: str) -> Callable[[str], str]:
     return parse
 
 
+# The checkout the package runs from (`make` installs it editable). Defaults resolve from it, not from the working
+# directory: a command run from any folder finds the same warehouse, reports and run history.
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
 # The warehouse file: the only default for it. dbt gets it as an absolute path (`dbt_env`), so its profile has none.
-DEFAULT_DB = Path("data/warehouse.duckdb")
+DEFAULT_DB = PROJECT_ROOT / "data" / "warehouse.duckdb"
 
 WAREHOUSE_DB = Setting(
-    "BSKY_WAREHOUSE_DB", DEFAULT_DB, "the DuckDB file, for Dagster and dbt alike (relative to the working directory)",
-    path,
+    "BSKY_WAREHOUSE_DB", DEFAULT_DB, "the DuckDB file, for Dagster and dbt alike (a relative path: from the cwd)",
+    path, shown_default="`data/warehouse.duckdb` in the checkout",
 )  # fmt: skip
 START_DATE = Setting("BSKY_WAREHOUSE_START_DATE", date(2024, 3, 8), "first daily partition", iso_date)
 REPORTS_DIR = Setting(
-    "BSKY_WAREHOUSE_REPORTS", Path("reports"), "where `daily_report` writes `<day>/index.html` and its PNGs", path,
-    shown_default="`reports` (under the cwd)",
+    "BSKY_WAREHOUSE_REPORTS", PROJECT_ROOT / "reports", "where `daily_report` writes `<day>/index.html` and its PNGs",
+    path, shown_default="`reports` in the checkout",
 )  # fmt: skip
-DAGSTER_HOME: Setting[Path | None] = Setting(
-    "DAGSTER_HOME", None, "run history for the CLI, `make demo` and `make ui` (unset: none is kept)",
-    absolute_path, shown_default="unset (`.dagster_home` from the Makefile)",
+DAGSTER_HOME = Setting(
+    "DAGSTER_HOME", PROJECT_ROOT / ".dagster_home",
+    "run history of every run: the CLI's, `make demo`'s and the UI's (`make ui` exports the same folder)",
+    absolute_path, shown_default="`.dagster_home` in the checkout",
 )  # fmt: skip
 PERSPECTIVE_API_KEY = Secret("PERSPECTIVE_API_KEY", "Perspective key, only needed for `--scorer perspective`")
 PERSPECTIVE_QPS = Setting("PERSPECTIVE_QPS", 1.0, "Perspective quota in queries per second", positive_float)

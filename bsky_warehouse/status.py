@@ -166,7 +166,7 @@ def format_status(status: Status) -> str:
     else:
         lines.append("open incidents: none")
     if not status.checks_known:
-        lines.append("failed checks: unknown (no run history: set DAGSTER_HOME)")
+        lines.append("failed checks: unknown (no run history in DAGSTER_HOME)")
     elif status.failed_checks:
         lines.append(f"failed checks: {len(status.failed_checks)}")
         lines += [f"  {c['check']} (run {c['run_id']})" for c in status.failed_checks]

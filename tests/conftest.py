@@ -1,13 +1,16 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
 
 os.environ.setdefault("DO_NOT_TRACK", "1")
-# Tests use ephemeral or temporary Dagster instances, never the developer's run history (`make` exports one).
-os.environ.pop("DAGSTER_HOME", None)
+# Tests use ephemeral or temporary Dagster instances, never the developer's run history (`make` exports one, and
+# the CLI's default is the checkout's `.dagster_home`): a command a test runs without a home of its own records
+# its runs in this session's folder.
+os.environ["DAGSTER_HOME"] = tempfile.mkdtemp(prefix="bsky-tests-dagster-home-")
 
 
 @pytest.fixture

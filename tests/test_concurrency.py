@@ -1,4 +1,5 @@
-"""Two processes writing one DuckDB file at once queue on the warehouse lock instead of failing."""
+"""Two processes writing one DuckDB file at once queue on the warehouse lock instead of failing, and both
+record their run in a run history neither found (they create it together)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import sys
 
 import duckdb
 import pytest
+from dagster import DagsterInstance
 
 from bsky_warehouse.project import REPO_ROOT, SAMPLE_DIR
 from tests.processes import wait_for_all
@@ -17,8 +19,8 @@ pytestmark = pytest.mark.integration
 
 def test_parallel_runs_on_one_file_never_hit_the_duckdb_lock(tmp_path):
     db = tmp_path / "wh.duckdb"
-    env = {**os.environ, "BSKY_WAREHOUSE_DB": str(db), "DAGSTER_HOME": ""}
-    env.pop("DAGSTER_HOME")
+    # Every process starts on a run history that does not exist yet: they create it at once.
+    env = {**os.environ, "BSKY_WAREHOUSE_DB": str(db), "DAGSTER_HOME": str(tmp_path / "dagster_home")}
     procs = [
         subprocess.Popen(
             [
@@ -45,6 +47,11 @@ def test_parallel_runs_on_one_file_never_hit_the_duckdb_lock(tmp_path):
     for proc, out in zip(procs, outputs, strict=True):
         assert proc.returncode == 0, out[-3000:]
         assert "Could not set lock" not in out
+    history = DagsterInstance.from_config(str(tmp_path / "dagster_home"))
+    try:
+        assert len(history.get_runs()) == len(procs), "each run is in the run history both created"
+    finally:
+        history.dispose()
     con = duckdb.connect(str(db), read_only=True)
     days = con.execute("SELECT count(DISTINCT partition_date) FROM raw_posts").fetchall()[0][0]
     mart_days = con.execute("SELECT count(*) FROM marts.daily_post_counts").fetchall()[0][0]

@@ -364,8 +364,8 @@ def build_hostile_archive(root: Path) -> list[tuple[str, bytes, Expected]]:
 def test_materialize_exits_0_on_a_hostile_archive_and_coverage_counts_rows(tmp_path):
     corpus = build_hostile_archive(tmp_path / "archive")
     db = tmp_path / "wh.duckdb"
-    env = {k: v for k, v in os.environ.items() if k not in ("DAGSTER_HOME", "BSKY_WAREHOUSE_START_DATE")}
-    env["BSKY_WAREHOUSE_DB"] = str(db)
+    env = {k: v for k, v in os.environ.items() if k != "BSKY_WAREHOUSE_START_DATE"}
+    env.update(BSKY_WAREHOUSE_DB=str(db), DAGSTER_HOME=str(tmp_path / "dagster_home"))
     proc = subprocess.run(
         [sys.executable, "-m", "bsky_warehouse.cli", "materialize", "--start", "2024-03-08", "--end", "2024-03-12",
          "--archive", str(tmp_path / "archive")],

@@ -84,7 +84,7 @@ def test_the_cli_refuses_before_writing_anything(tmp_path, args, expected):
     db = tmp_path / "wh.duckdb"
     env = {**os.environ, "BSKY_WAREHOUSE_DB": str(db)}
     env.pop("PERSPECTIVE_API_KEY", None)
-    env.pop("DAGSTER_HOME", None)
+    env["DAGSTER_HOME"] = str(tmp_path / "dagster_home")
     proc = subprocess.run([sys.executable, "-m", "bsky_warehouse.cli", "materialize", *args], cwd=REPO_ROOT,
                           env=env, capture_output=True, text=True, timeout=600)  # fmt: skip
     assert proc.returncode == 2, proc.stdout + proc.stderr

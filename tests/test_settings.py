@@ -43,14 +43,16 @@ def test_defaults_when_nothing_is_set(clean_env: pytest.MonkeyPatch):
             assert setting.get() == setting.default, setting.name
             assert setting.get({}) == setting.default, setting.name
         assert not setting.is_set()
-    assert settings.WAREHOUSE_DB.get() == Path("data/warehouse.duckdb")
+    assert settings.WAREHOUSE_DB.get() == settings.PROJECT_ROOT / "data" / "warehouse.duckdb"
+    assert settings.DAGSTER_HOME.get() == settings.PROJECT_ROOT / ".dagster_home"
+    assert settings.REPORTS_DIR.get() == settings.PROJECT_ROOT / "reports"
     assert settings.START_DATE.get() == date(2024, 3, 8)
     assert settings.PERSPECTIVE_QPS.get() == 1.0
     assert settings.LLM_MAX_CONCURRENCY.get() == 64
     assert settings.DAILY_SOURCE.get() == "archive"
     assert settings.SCHEDULE_CRON.get() == "0 2 * * *"
     assert settings.FRESHNESS_HOUR.get() == 6
-    assert settings.DAGSTER_HOME.get() is None and settings.DETOXIFY_CHECKPOINT.get() is None
+    assert settings.DETOXIFY_CHECKPOINT.get() is None
 
 
 def test_the_warehouse_file_has_one_default(clean_env: pytest.MonkeyPatch):
@@ -90,7 +92,7 @@ def test_an_empty_variable_counts_as_unset(clean_env: pytest.MonkeyPatch):
     clean_env.setenv("DAGSTER_HOME", "  ")
     clean_env.setenv("PERSPECTIVE_API_KEY", "")
     assert settings.PERSPECTIVE_QPS.get() == 1.0
-    assert settings.DAGSTER_HOME.get() is None and not settings.DAGSTER_HOME.is_set()
+    assert settings.DAGSTER_HOME.get() == settings.PROJECT_ROOT / ".dagster_home" and not settings.DAGSTER_HOME.is_set()
     assert not settings.PERSPECTIVE_API_KEY.is_set()
 
 
@@ -185,7 +187,7 @@ def test_secrets_reach_resources_only_as_env_vars(clean_env: pytest.MonkeyPatch)
 def test_dbt_gets_the_warehouse_file_as_an_absolute_path(clean_env: pytest.MonkeyPatch, tmp_path: Path):
     clean_env.chdir(tmp_path)
     env = settings.dbt_env()
-    assert env["BSKY_WAREHOUSE_DB"] == str(tmp_path / "data" / "warehouse.duckdb")
+    assert env["BSKY_WAREHOUSE_DB"] == str(settings.PROJECT_ROOT / "data" / "warehouse.duckdb"), "not from the cwd"
     assert settings.DBT_ENV.items() <= env.items()
     clean_env.setenv("BSKY_WAREHOUSE_DB", "elsewhere/wh.duckdb")
     assert settings.dbt_env()["BSKY_WAREHOUSE_DB"] == str(tmp_path / "elsewhere" / "wh.duckdb")
@@ -196,7 +198,7 @@ def test_the_reports_folder_is_the_configured_one_else_the_setting(clean_env: py
     from bsky_warehouse.report import reports_root
 
     clean_env.chdir(tmp_path)
-    assert reports_root() == tmp_path / "reports"
+    assert reports_root() == settings.PROJECT_ROOT / "reports", "the checkout's, wherever the command runs"
     clean_env.setenv("BSKY_WAREHOUSE_REPORTS", str(tmp_path / "env"))
     assert reports_root() == tmp_path / "env"
     assert reports_root(str(tmp_path / "given")) == tmp_path / "given"

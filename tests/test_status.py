@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from datetime import UTC, date, datetime
+from pathlib import Path
 
 import duckdb
 import pytest
@@ -30,8 +31,8 @@ MARTS = ["stg_raw_posts", "stg_rejected_records", "stg_post_deletions", "stg_cle
 
 
 def status_cli(db: str, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "BSKY_WAREHOUSE_DB": db}
-    env.pop("DAGSTER_HOME", None)
+    # A run history that does not exist yet: status reads it only where one is, and never creates it.
+    env = {**os.environ, "BSKY_WAREHOUSE_DB": db, "DAGSTER_HOME": str(Path(db).parent / "no_history")}
     command = [sys.executable, "-m", "bsky_warehouse.cli", "status", *args]
     return subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600)
 

@@ -10,6 +10,7 @@ import sys
 import time
 from collections import Counter
 from datetime import date
+from pathlib import Path
 
 import duckdb
 import pytest
@@ -104,7 +105,7 @@ def test_scoring_killed_mid_partition_resumes_without_paying_twice(tmp_path, tri
     with PerspectiveServer(qps=30) as server:
         env = {**os.environ, "BSKY_WAREHOUSE_DB": db, "PERSPECTIVE_API_KEY": DEFAULT_KEY,
                "PERSPECTIVE_BASE_URL": server.url, "PERSPECTIVE_QPS": "30"}  # fmt: skip
-        env.pop("DAGSTER_HOME", None)
+        env["DAGSTER_HOME"] = str(Path(db).parent / "dagster_home")
         command = [sys.executable, "-m", "bsky_warehouse.cli", "materialize", "--start", DAY.isoformat(),
                    "--scorer", "perspective", "--archive", str(SAMPLE_DIR)]  # fmt: skip
         proc = subprocess.Popen(command, cwd=REPO_ROOT, env=env, start_new_session=True,

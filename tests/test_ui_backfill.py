@@ -51,6 +51,12 @@ JOB_RUNS = """
 query JobRuns($job: String!) {
   runsOrError(filter: {pipelineName: $job}) { ... on Runs { results { runId status } } }
 }"""
+# The job's own Runs tab: the runs of that job in that code location (Dagster filters them by the run's
+# repository label), not every run of any job of that name.
+JOB_PAGE_RUNS = """
+query JobPage($selector: PipelineSelector!) {
+  pipelineOrError(params: $selector) { ... on Pipeline { runs(limit: 50) { runId status } } }
+}"""
 MATERIALIZATION = """
 query Mat($key: [String!]!, $partitions: [String!]) {
   assetNodes(assetKeys: [{path: $key}]) {
@@ -146,6 +152,19 @@ def test_a_backfill_launched_as_the_ui_does_builds_every_day(tmp_path: Path):
         assert all(r["repositoryOrigin"] is not None for r in runs)  # the run belongs to the job's code location
         on_job_page = {r["runId"] for r in graphql(url, JOB_RUNS, {"job": "warehouse_daily"})["runsOrError"]["results"]}
         assert {r["runId"] for r in runs} <= on_job_page
+
+        # A CLI run, typed in another folder with the same run history, shows on the job's page beside them.
+        elsewhere = tmp_path / "elsewhere"
+        elsewhere.mkdir()
+        command = [sys.executable, "-m", "bsky_warehouse.cli", "materialize", "--start", "2024-03-13", "--json"]
+        cli = subprocess.run(command, cwd=elsewhere, env=env, capture_output=True, text=True, timeout=1500)
+        assert cli.returncode == 0, cli.stdout[-2000:] + cli.stderr[-2000:]
+        cli_run = json.loads(cli.stdout)["run_id"]
+        selector = {"pipelineName": "warehouse_daily", "repositoryName": "__repository__",
+                    "repositoryLocationName": MODULE}  # fmt: skip
+        job_page = graphql(url, JOB_PAGE_RUNS, {"selector": selector})["pipelineOrError"]["runs"]
+        assert {cli_run, *(r["runId"] for r in runs)} <= {r["runId"] for r in job_page}
+        assert not list(elsewhere.iterdir()), "nothing is written where the command was typed"
         labels = graphql(url, MATERIALIZATION, {"key": ["llm_labels"], "partitions": DAYS})["assetNodes"][0]
         skipped = [e for m in labels["assetMaterializations"] for e in m["metadataEntries"] if e["label"] == "skipped"]
         assert skipped and all(e.get("text") for e in skipped)  # skipped, saying why, not a failed step
