@@ -575,6 +575,7 @@ def sample_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
             "topics_meta": materialized(instance, result["run_id"], "post_topics"),
             "failures": result["failures"],
             "snapshot": snapshot(db),
+            "log": [entry.user_message for entry in instance.all_logs(result["run_id"])],
         }
 
     # 1. Ingest three days and embed (several chunks on the 16th) and topic them: the first run fits.
@@ -638,6 +639,9 @@ def test_first_run_embeds_each_eligible_post_once(sample_runs):
     assert meta["dropped_not_eligible"] == 0
     per_day = Counter(day.isoformat() for day, _ in eligible.values())
     assert meta["per_day"] == {d: {"embedded": n, "dropped": 0, "rows": n} for d, n in per_day.items()}
+    for day, n in per_day.items():  # the run's log says how far each day's embedding got and how long it took
+        done = [line for line in first["log"] if line.startswith(f"embedding {day}: {n:,}/{n:,} posts (100%)")]
+        assert len(done) == 1 and " done in " in done[0], first["log"]
     assert len(first["embeddings_meta"]) == len(WINDOW.days())
 
 

@@ -11,6 +11,7 @@ model embeds or clusters. See topics.py for the choice of clustering and labels.
 
 import json
 from collections import Counter
+from collections.abc import Callable
 from datetime import UTC, date, datetime
 from typing import Any
 
@@ -22,6 +23,7 @@ from pydantic import Field
 
 from bsky_warehouse.checkpoint import ELIGIBLE_SQL, claim
 from bsky_warehouse.partitions import DayWindow, daily_partitions
+from bsky_warehouse.progress import Progress
 from bsky_warehouse.resources.warehouse import WarehouseResource, insert_rows, transaction
 from bsky_warehouse.schema import EMBEDDING_DIM
 from bsky_warehouse.topics import Topic, TopicModel, TopicParams
@@ -50,18 +52,25 @@ def as_matrix(vectors: list) -> np.ndarray:
     return np.asarray(vectors, dtype=np.float32)
 
 
-def embed_day(warehouse: WarehouseResource, day: date, chunk_size: int) -> dict[str, int]:
+def embed_day(
+    warehouse: WarehouseResource, day: date, chunk_size: int, log: Callable[[str], None] | None = None
+) -> dict[str, int]:
     """Embed the day's eligible posts that lack an embedding, a chunk per short write; drop the no longer
-    eligible. A rerun embeds nothing twice."""
+    eligible. A rerun embeds nothing twice. `log` gets the progress (progress.py)."""
     from bsky_warehouse.embeddings import EMBEDDING_MODEL, embed_texts
 
     lock = warehouse.staging_dir / "post_embeddings" / f"{day.isoformat()}.lock"
     with claim(lock, f"post_embeddings for partition {day} ({EMBEDDING_MODEL})", warehouse.lock_timeout_s):
-        return _embed_claimed(warehouse, day, chunk_size, embed_texts, EMBEDDING_MODEL)
+        return _embed_claimed(warehouse, day, chunk_size, embed_texts, EMBEDDING_MODEL, log)
 
 
 def _embed_claimed(
-    warehouse: WarehouseResource, day: date, chunk_size: int, embed_texts: Any, model: str
+    warehouse: WarehouseResource,
+    day: date,
+    chunk_size: int,
+    embed_texts: Any,
+    model: str,
+    log: Callable[[str], None] | None = None,
 ) -> dict[str, int]:
     """`embed_day` once this run holds the partition: a second run of the same day waits, then finds the work
     done. Each chunk replaces any rows of its uris, so even a run that did not claim cannot double a row."""
@@ -74,6 +83,7 @@ def _embed_claimed(
             params,
         ).fetchall()
     size = max(1, chunk_size)
+    progress = Progress(f"embedding {day}", len(todo), log=log)
     for start in range(0, len(todo), size):
         chunk = todo[start : start + size]
         frame = pd.DataFrame({"uri": [uri for uri, _ in chunk], "embedding": list(embed_texts([t for _, t in chunk]))})
@@ -86,6 +96,8 @@ def _embed_claimed(
                 {"model": model, "uris": frame["uri"].tolist()},
             )
             insert_rows(con, "post_embeddings", frame)
+        progress.advance(len(chunk))
+    progress.close()
     with warehouse.connect() as con:
         dropped = con.execute(
             f"""DELETE FROM post_embeddings WHERE embedding_model = $model AND partition_date = $day
@@ -113,7 +125,7 @@ def post_embeddings(
 
     per_day = {}
     for day in DayWindow.from_time_window(context.partition_time_window).days():
-        per_day[day.isoformat()] = embed_day(warehouse, day, config.chunk_size)
+        per_day[day.isoformat()] = embed_day(warehouse, day, config.chunk_size, log=context.log.info)
         context.log.info(f"{day} {EMBEDDING_MODEL}: {per_day[day.isoformat()]}")
     return MaterializeResult(
         metadata={

@@ -1,0 +1,73 @@
+"""Progress of long steps: the text a researcher reads, the log lines' spacing, and a bar only on a terminal."""
+
+from __future__ import annotations
+
+import io
+
+from bsky_warehouse.progress import Progress, eta_s, progress_bar, progress_line
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_the_line_gives_count_share_rate_and_time_left():
+    assert progress_line("embedding 2024-03-13", 1200, 5000, 14.0) == (
+        "embedding 2024-03-13: 1,200/5,000 posts (24%), 86/s, ~44 s left"
+    )
+    assert progress_line("scoring", 0, 10, 0.0) == "scoring: 0/10 posts (0%)"
+    assert progress_line("scan", 3, 3, 2.0, unit="pages") == "scan: 3/3 pages (100%), 2/s"
+    assert progress_line("nothing", 0, 0, 1.0) == "nothing: 0/0 posts"
+
+
+def test_time_left_needs_a_rate_and_never_goes_negative():
+    assert eta_s(0, 10, 5.0) is None and eta_s(5, 10, 0.0) is None
+    assert abs(eta_s(5, 10, 5.0) - 5.0) < 1e-9
+    assert eta_s(12, 10, 5.0) == 0.0
+
+
+def test_the_bar_fills_with_the_share_done():
+    assert progress_bar(0, 10, width=10) == "[----------]"
+    assert progress_bar(5, 10, width=10) == "[#####-----]"
+    assert progress_bar(15, 10, width=10) == "[##########]"
+    assert progress_bar(0, 0, width=4) == "[####]"
+
+
+def test_log_lines_are_spaced_and_the_last_says_how_long():
+    clock, logged = Clock(), []
+    progress = Progress("labeling 2024-03-13", 100, log=logged.append, stream=io.StringIO(), every_s=10, clock=clock)
+    for _ in range(4):
+        clock.now += 3
+        progress.advance(10)
+    assert logged == ["labeling 2024-03-13: 40/100 posts (40%), 3/s, ~18 s left"]  # at 12 s, not at 3, 6, 9
+    clock.now += 2
+    progress.close()
+    assert logged[1:] == ["labeling 2024-03-13: 40/100 posts (40%), 3/s, ~21 s left, done in 14.0 s"]
+
+
+def test_a_bar_is_drawn_in_place_on_a_terminal_only():
+    clock = Clock()
+    terminal = Terminal()
+    progress = Progress("scoring", 4, stream=terminal, clock=clock)
+    for _ in range(4):
+        clock.now += 1
+        progress.advance()
+    progress.close()
+    drawn = terminal.getvalue()
+    assert drawn.count("\r") == 5 and drawn.endswith("\n")
+    assert "[" + "#" * 24 + "] scoring: 4/4 posts (100%)" in drawn
+
+    piped = io.StringIO()
+    quiet = Progress("scoring", 4, stream=piped, clock=clock)
+    quiet.advance(4)
+    quiet.close()
+    assert piped.getvalue() == ""
