@@ -24,6 +24,7 @@ import duckdb
 
 from bsky_warehouse.checkpoint import Checkpoint, not_retryable_sql
 from bsky_warehouse.events import parse_event
+from bsky_warehouse.progress import Progress
 from bsky_warehouse.records import PostText, Scorer
 from bsky_warehouse.resources.appview import AppViewClient, item_to_event
 from bsky_warehouse.resources.warehouse import registered, transaction
@@ -77,9 +78,15 @@ def _json_default(value: Any) -> Any:
 
 
 def spool_author_feed(
-    client: AppViewClient, scan_key: str, spool: Path, feed_filter: str = DEFAULT_FILTER, max_pages: int | None = None
+    client: AppViewClient,
+    scan_key: str,
+    spool: Path,
+    feed_filter: str = DEFAULT_FILTER,
+    max_pages: int | None = None,
+    log: Callable[[str], None] | None = None,
 ) -> Scan:
-    """Page through the account's feed into `spool`: one JSON line per post or per rejected item."""
+    """Page through the account's feed into `spool`: one JSON line per post or per rejected item. A long history
+    is thousands of pages at the AppView's rate: `log` gets the progress (progress.py)."""
     if feed_filter not in AUTHOR_FEED_FILTERS:
         raise ValueError(f"filter {feed_filter!r} is not one of {', '.join(AUTHOR_FEED_FILTERS)}")
     did = client.resolve_handle(scan_key)
@@ -87,9 +94,11 @@ def spool_author_feed(
     handle: str | None = None if scan_key.startswith("did:") else scan_key
     spool.parent.mkdir(parents=True, exist_ok=True)
     requests_before, reposts_before, invalid_before = client.requests, client.skipped_reposts, len(client.invalid)
+    progress = Progress(f"scan {scan_key}", None, log=log, unit="items")
     with spool.open("w", encoding="utf-8") as out:
         for item in client.get_author_feed(did, max_pages=max_pages, filter=feed_filter):
             stats.items += 1
+            progress.advance()
             handle = item.author_handle or handle
             line = json.dumps(item_to_event(item), ensure_ascii=False)
             outcome = parse_event(line.encode())
@@ -102,8 +111,10 @@ def spool_author_feed(
             out.write(json.dumps(entry, default=_json_default, ensure_ascii=False) + "\n")
         for bad in client.invalid[invalid_before:]:
             stats.items += 1
+            progress.advance()
             out.write(json.dumps({"kind": "reject", "reason": bad.reason, "line_no": bad.rank,
                                   "raw": json.dumps(bad.item, default=str)}) + "\n")  # fmt: skip
+    progress.close()
     stats.requests = client.requests - requests_before
     stats.reposts_skipped = client.skipped_reposts - reposts_before
     return Scan(scan_key, did, handle, spool, stats)

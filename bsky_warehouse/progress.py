@@ -23,17 +23,22 @@ def eta_s(done: int, total: int, elapsed_s: float) -> float | None:
     return max(0, total - done) * elapsed_s / done
 
 
-def progress_line(what: str, done: int, total: int, elapsed_s: float, unit: str = "posts") -> str:
-    """`embedding 2024-03-13: 1,200/5,000 posts (24%), 85/s, ~45 s left`."""
-    share = f" ({done / total:.0%})" if total else ""
+def progress_line(what: str, done: int, total: int | None, elapsed_s: float, unit: str = "posts") -> str:
+    """`embedding 2024-03-13: 1,200/5,000 posts (24%), 85/s, ~45 s left`; with no total known (an account's
+    feed, paged until it ends) `scan alice.bsky.social: 1,200 posts, 85/s`."""
     rate = f", {done / elapsed_s:,.0f}/s" if done and elapsed_s > 0 else ""
+    if total is None:
+        return f"{what}: {done:,} {unit}{rate}"
+    share = f" ({done / total:.0%})" if total else ""
     left = eta_s(done, total, elapsed_s)
     eta = f", ~{left:,.0f} s left" if left is not None and done < total else ""
     return f"{what}: {done:,}/{total:,} {unit}{share}{rate}{eta}"
 
 
-def progress_bar(done: int, total: int, width: int = BAR_WIDTH) -> str:
-    """`[#########---------------]`: the share done, in `width` cells."""
+def progress_bar(done: int, total: int | None, width: int = BAR_WIDTH) -> str:
+    """`[#########---------------]`: the share done, in `width` cells (none known: empty)."""
+    if total is None:
+        return "[" + "?" * width + "]"
     filled = width if not total else min(width, width * done // total)
     return "[" + "#" * filled + "-" * (width - filled) + "]"
 
@@ -49,7 +54,7 @@ class Progress:
     def __init__(
         self,
         what: str,
-        total: int,
+        total: int | None,
         log: Callable[[str], None] | None = None,
         stream: TextIO | None = None,
         every_s: float = 15.0,
@@ -68,7 +73,8 @@ class Progress:
         now = self.clock()
         if self.stream is not None:
             self._draw(self.stream, now)
-        if self.log is not None and self.done < self.total and now - self.last_logged >= self.every_s:
+        unfinished = self.total is None or self.done < self.total
+        if self.log is not None and unfinished and now - self.last_logged >= self.every_s:
             self.last_logged = now
             self.log(self.line(now))
 
@@ -83,7 +89,7 @@ class Progress:
             self._draw(self.stream, now)
             self.stream.write("\n")
             self.stream.flush()
-        if self.log is not None and self.total:
+        if self.log is not None and self.total != 0:
             self.log(f"{self.line(now)}, done in {now - self.started:,.1f} s")
 
     def _draw(self, stream: TextIO, now: float) -> None:

@@ -130,3 +130,16 @@ def test_scan_author_unknown_account_fails_clearly(db, capsys):
     assert code == 1
     assert "Unable to resolve handle" in capsys.readouterr().err
     assert main(["scan-author", "not a handle"]) == 2
+
+
+def test_a_scan_reports_its_progress_in_items(tmp_path):
+    """A long history is many pages at the AppView's rate: the scan logs how far it got and how long it took."""
+    from bsky_warehouse.authors import spool_author_feed
+    from bsky_warehouse.resources.appview import AppViewClient
+
+    logged: list[str] = []
+    server = AppViewServer(author_feeds={DID: history()}, handles={HANDLE: DID})
+    with server, AppViewClient(host=server.host, secure=False) as client:
+        scan = spool_author_feed(client, HANDLE, tmp_path / "spool.jsonl", log=logged.append)
+    assert scan.stats.items > 200
+    assert logged[-1].startswith(f"scan {HANDLE}: {scan.stats.items} items") and " done in " in logged[-1]

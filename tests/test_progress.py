@@ -27,6 +27,7 @@ def test_the_line_gives_count_share_rate_and_time_left():
     assert progress_line("scoring", 0, 10, 0.0) == "scoring: 0/10 posts (0%)"
     assert progress_line("scan", 3, 3, 2.0, unit="pages") == "scan: 3/3 pages (100%), 2/s"
     assert progress_line("nothing", 0, 0, 1.0) == "nothing: 0/0 posts"
+    assert progress_line("scan alice.test", 1200, None, 10.0) == "scan alice.test: 1,200 posts, 120/s"
 
 
 def test_time_left_needs_a_rate_and_never_goes_negative():
@@ -40,6 +41,7 @@ def test_the_bar_fills_with_the_share_done():
     assert progress_bar(5, 10, width=10) == "[#####-----]"
     assert progress_bar(15, 10, width=10) == "[##########]"
     assert progress_bar(0, 0, width=4) == "[####]"
+    assert progress_bar(7, None, width=4) == "[????]"
 
 
 def test_log_lines_are_spaced_and_the_last_says_how_long():

@@ -53,7 +53,7 @@ def author_posts(
     spool = spool_path(warehouse.staging_dir, scan_key, scanned_at)
     # Network first, with no lock held; then one short transaction.
     with appview.client() as client:
-        scan = spool_author_feed(client, scan_key, spool, config.filter, config.max_pages)
+        scan = spool_author_feed(client, scan_key, spool, config.filter, config.max_pages, log=context.log.info)
     with warehouse.connect() as con:
         stats = load_scan(con, scan, scanned_at)
     context.log.info(f"{scan_key} -> {scan.author_did}: {stats}")
