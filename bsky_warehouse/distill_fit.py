@@ -24,6 +24,7 @@ from bsky_warehouse.distill import (
     ALGORITHM,
     ALPHAS,
     ANCHOR_TEXTS,
+    TARGET_CLIP,
     TEXT_FEATURES,
     AttributeFit,
     DistilledModel,
@@ -32,9 +33,9 @@ from bsky_warehouse.distill import (
     LinearHead,
     TrainingSet,
     design_matrix,
-    logit,
     profanity_version,
     sigmoid,
+    target_logit,
     trainable_attributes,
 )
 from bsky_warehouse.metrics import spearman
@@ -114,7 +115,7 @@ def cross_validate_attribute(
     attribute: str, x: np.ndarray, y: np.ndarray, params: DistillParams, anchors: np.ndarray, n_text: int
 ) -> tuple[np.ndarray, np.ndarray, list[float], LinearHead]:
     """Nested CV: each outer fold selects and fits on the other folds only; then the same on every row."""
-    z = logit(y)
+    z = target_logit(y)
     oof = np.empty(len(z))
     fold_of = np.empty(len(z), dtype=np.int32)
     weights = []
@@ -141,6 +142,7 @@ def model_version(
         "algorithm": ALGORITHM,
         "params": asdict(params),
         "alphas": ALPHAS,
+        "target_clip": TARGET_CLIP,
         "weights": params.text_weights(),
         "embedding_model": embedding_model,
         "training_scorers": list(training_scorers),
