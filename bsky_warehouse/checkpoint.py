@@ -18,14 +18,16 @@ import json
 import logging
 import os
 import re
-from collections.abc import Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
 import duckdb
 
+from bsky_warehouse.records import PostText
 from bsky_warehouse.resources.warehouse import file_lock, registered, transaction
 
 FSYNC_EVERY = 64
@@ -174,6 +176,12 @@ def not_retryable_sql(retry_failed: bool) -> str:
     return f" AND NOT (status = 'failed' AND reason IN ({reasons}))"
 
 
+# A batch of days shares one read and one merge connection. Its size is bounded so that a run keeps only a few
+# partitions claimed (a second run of one of them waits at most for the batch) and a few dozen lock files open.
+BATCH_POSTS = 500
+BATCH_DAYS = 64
+
+
 def run_partition(
     warehouse: Any,
     table: str,
@@ -190,61 +198,164 @@ def run_partition(
     a stored row to count as done (a new scorer version redoes the day). `work(posts, emit)` calls
     `emit(uri, columns)` once per post.
     """
-    checkpoint = Checkpoint(warehouse.staging_dir, table, [*producer.values(), *version.values()], day)
-    what = f"{table} for partition {day} ({', '.join(f'{k}={v}' for k, v in producer.items())})"
-    with claim(checkpoint.lock_path, what, warehouse.lock_timeout_s):
-        return _run_claimed(warehouse, table, day, producer, version, work, retry_failed, checkpoint)
+    days = run_partitions(
+        warehouse, table, [day], producer, version, lambda _, posts, emit: work(posts, emit), retry_failed
+    )
+    return next(iter(days))[1]
 
 
-def _run_claimed(
+@dataclass
+class _ClaimedDay:
+    """A day this run holds the checkpoint of, with what is left to do for it."""
+
+    day: date
+    checkpoint: Checkpoint
+    eligible: int
+    resumed: int
+    todo: list[PostText]
+    stats: Any = None
+
+
+def run_partitions(
     warehouse: Any,
+    table: str,
+    days: Sequence[date],
+    producer: Mapping[str, str],
+    version: Mapping[str, str],
+    work: Callable[[date, list[PostText], Callable[[str, Mapping[str, Any]], None]], Any],
+    retry_failed: bool = True,
+) -> Iterator[tuple[date, dict[str, Any]]]:
+    """run_partition for every day of a window, yielding each day's stats in order: per day, the same checkpoint,
+    claim, work and merge transaction, but the warehouse opened twice per batch of days instead of twice per day
+    (opening the file costs more than a tiny day's work).
+
+    A batch starts with a claim waited for with no connection open, then grows only by claims free at once (while
+    the connection is open: the holder of a busy claim may be waiting for the writer lock to merge) and while its
+    posts to do stay under BATCH_POSTS. The work runs with no connection open; a day's work failing still merges
+    the days before it, so nothing they paid for waits for a re-run.
+    """
+    pending = list(days)
+    while pending:
+        with ExitStack() as claims:
+            batch = _claim_batch(warehouse, table, pending, producer, version, retry_failed, claims)
+            del pending[: len(batch)]
+            done = 0
+            try:
+                for claimed in batch:
+                    claimed.stats = _work_day(claimed, producer, version, work)
+                    done += 1
+            finally:
+                results = _merge_batch(warehouse, table, batch[:done], producer)
+        yield from results
+
+
+def _describe(table: str, day: date, producer: Mapping[str, str]) -> str:
+    return f"{table} for partition {day} ({', '.join(f'{k}={v}' for k, v in producer.items())})"
+
+
+def _claim_batch(
+    warehouse: Any,
+    table: str,
+    pending: Sequence[date],
+    producer: Mapping[str, str],
+    version: Mapping[str, str],
+    retry_failed: bool,
+    claims: ExitStack,
+) -> list[_ClaimedDay]:
+    """Claim the next days of `pending` (at least the first) and read what each still needs, in one connection."""
+
+    def checkpoint_of(day: date) -> Checkpoint:
+        return Checkpoint(warehouse.staging_dir, table, [*producer.values(), *version.values()], day)
+
+    first = checkpoint_of(pending[0])
+    claims.enter_context(claim(first.lock_path, _describe(table, pending[0], producer), warehouse.lock_timeout_s))
+    batch: list[_ClaimedDay] = []
+    with warehouse.connect() as con:
+        batch.append(_read_day(con, table, pending[0], producer, version, retry_failed, first))
+        for day in pending[1:BATCH_DAYS]:
+            if sum(len(b.todo) for b in batch) >= BATCH_POSTS:
+                break
+            checkpoint = checkpoint_of(day)
+            try:
+                claims.enter_context(claim(checkpoint.lock_path, _describe(table, day, producer), timeout_s=0))
+            except PartitionBusy:
+                break
+            batch.append(_read_day(con, table, day, producer, version, retry_failed, checkpoint))
+    return batch
+
+
+def _read_day(
+    con: duckdb.DuckDBPyConnection,
     table: str,
     day: date,
     producer: Mapping[str, str],
     version: Mapping[str, str],
-    work: Any,
     retry_failed: bool,
     checkpoint: Checkpoint,
-) -> dict[str, Any]:
-    """run_partition's body, while this run alone holds the partition's checkpoint."""
-    from bsky_warehouse.records import PostText
-
+) -> _ClaimedDay:
+    """A claimed day's eligible posts not yet done, in the warehouse or in its checkpoint."""
     version_match = " AND ".join(f"{c} = ${c}" for c in (*producer, *version))
-    retry = not_retryable_sql(retry_failed)
-    with warehouse.connect() as con:
-        eligible = con.execute(
-            f"""SELECT uri, text, coalesce(langs, []) FROM cleaned_posts
-                WHERE partition_date = $day AND passes_filters
-                  AND uri NOT IN (SELECT uri FROM {table} WHERE {version_match}{retry})
-                ORDER BY uri""",
-            {"day": day, **producer, **version},
-        ).fetchall()
+    eligible = con.execute(
+        f"""SELECT uri, text, coalesce(langs, []) FROM cleaned_posts
+            WHERE partition_date = $day AND passes_filters
+              AND uri NOT IN (SELECT uri FROM {table} WHERE {version_match}{not_retryable_sql(retry_failed)})
+            ORDER BY uri""",
+        {"day": day, **producer, **version},
+    ).fetchall()
     resumed = checkpoint.rows()
     todo = [PostText(uri, text, tuple(langs)) for uri, text, langs in eligible if uri not in resumed]
-    fixed = {**producer, **version, "partition_date": day}
+    return _ClaimedDay(day, checkpoint, len(eligible), len(resumed), todo)
+
+
+def _work_day(
+    claimed: _ClaimedDay,
+    producer: Mapping[str, str],
+    version: Mapping[str, str],
+    work: Callable[[date, list[PostText], Callable[[str, Mapping[str, Any]], None]], Any],
+) -> Any:
+    """The day's work, each result checkpointed as it arrives; returns the work's own stats."""
+    fixed = {**producer, **version, "partition_date": claimed.day}
+    checkpoint = claimed.checkpoint
 
     def emit(uri: str, columns: Mapping[str, Any]) -> None:
         checkpoint.append({**columns, **fixed, "uri": uri})
 
     with checkpoint:
-        stats = work(todo, emit) if todo else None
-    rows = list(checkpoint.rows().values())
+        return work(claimed.day, claimed.todo, emit) if claimed.todo else None
+
+
+def _merge_batch(
+    warehouse: Any, table: str, batch: list[_ClaimedDay], producer: Mapping[str, str]
+) -> list[tuple[date, dict[str, Any]]]:
+    """Merge each worked day's checkpoint in a transaction of its own, in one connection, then discard them."""
+    if not batch:
+        return []
+    results = []
     with warehouse.connect() as con:
-        total = merge_partition(con, table, day, producer, rows, ELIGIBLE_SQL)
-        by_status = dict(
-            con.execute(
-                f"""SELECT status || coalesce(':' || reason, ''), count(*) FROM {table}
-                    WHERE partition_date = $day AND {" AND ".join(f"{c} = ${c}" for c in producer)}
-                    GROUP BY 1 ORDER BY 1""",
-                {"day": day, **producer},
-            ).fetchall()
-        )
-    checkpoint.discard()
-    return {
-        "eligible_to_do": len(eligible),
-        "resumed_from_checkpoint": len(resumed),
-        "requested": len(todo),
-        "rows": total,
-        "by_status": by_status,
-        "backend_stats": stats,
-    }
+        for claimed in batch:
+            rows = list(claimed.checkpoint.rows().values())
+            total = merge_partition(con, table, claimed.day, producer, rows, ELIGIBLE_SQL)
+            by_status = dict(
+                con.execute(
+                    f"""SELECT status || coalesce(':' || reason, ''), count(*) FROM {table}
+                        WHERE partition_date = $day AND {" AND ".join(f"{c} = ${c}" for c in producer)}
+                        GROUP BY 1 ORDER BY 1""",
+                    {"day": claimed.day, **producer},
+                ).fetchall()
+            )
+            results.append(
+                (
+                    claimed.day,
+                    {
+                        "eligible_to_do": claimed.eligible,
+                        "resumed_from_checkpoint": claimed.resumed,
+                        "requested": len(claimed.todo),
+                        "rows": total,
+                        "by_status": by_status,
+                        "backend_stats": claimed.stats,
+                    },
+                )
+            )
+    for claimed in batch:
+        claimed.checkpoint.discard()
+    return results

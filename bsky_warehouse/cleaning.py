@@ -120,15 +120,16 @@ def clean_day(con: duckdb.DuckDBPyConnection, day: date, rules: FilterRules) -> 
         """SELECT count(*), count(*) FILTER (WHERE is_duplicate AND NOT is_deleted), count(*) FILTER (WHERE is_deleted)
            FROM clean_candidates"""
     ).fetchall()[0]
-    cleaned, passing = con.execute(
-        "SELECT count(*), count(*) FILTER (WHERE passes_filters) FROM cleaned_posts WHERE partition_date = $day",
+    # One pass over the day's rows for every count (a statement costs more than a tiny day's rows).
+    outcomes = con.execute(
+        """SELECT passes_filters, filter_reason, count(*) FROM cleaned_posts
+           WHERE partition_date = $day GROUP BY ALL ORDER BY filter_reason""",
         key,
-    ).fetchall()[0]
-    filtered = dict(
-        con.execute(
-            """SELECT filter_reason, count(*) FROM cleaned_posts
-               WHERE partition_date = $day AND NOT passes_filters GROUP BY 1 ORDER BY 1""",
-            key,
-        ).fetchall()
-    )
+    ).fetchall()
+    cleaned = sum(n for _, _, n in outcomes)
+    passing = sum(n for passes, _, n in outcomes if passes is True)
+    filtered: dict[str, int] = {}
+    for passes, reason, n in outcomes:
+        if passes is False:
+            filtered[reason] = filtered.get(reason, 0) + n
     return CleanStats(candidates, duplicates, deleted, taken, cleaned, passing, filtered, taken_from, changed)

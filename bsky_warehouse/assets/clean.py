@@ -35,14 +35,15 @@ def cleaned_posts(
     filtered: Counter[str] = Counter()
     taken_from: dict[date, set[date]] = {}
     other_days: set[date] = set()
-    for day in window.days():
-        with warehouse.connect() as con:
-            stats = clean_day(con, day, rules)
-        totals.update({k: v for k, v in stats.metadata().items() if isinstance(v, int)})
-        filtered.update(stats.filtered)
-        other_days.update(stats.other_days_changed)
-        for other in stats.taken_from_days:
-            taken_from.setdefault(other, set()).add(day)
+    # Each day is still its own transaction (an idempotent replace); only the connection is shared.
+    with warehouse.lease() as lease:
+        for day in window.days():
+            stats = clean_day(lease.connection(), day, rules)
+            totals.update({k: v for k, v in stats.metadata().items() if isinstance(v, int)})
+            filtered.update(stats.filtered)
+            other_days.update(stats.other_days_changed)
+            for other in stats.taken_from_days:
+                taken_from.setdefault(other, set()).add(day)
     # A take-over removed rows of partitions outside this run: tell Dagster those partitions changed, so their
     # downstream partitions are not shown as up to date (the dbt step rebuilds their marts, see assets/dbt.py).
     for other, by in sorted(taken_from.items()):

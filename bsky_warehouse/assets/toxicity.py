@@ -9,13 +9,14 @@ failed or skipped, they are simply not scored by Perspective (their rows from ea
 plan or an `all` run can still score them.
 """
 
-from datetime import UTC, datetime
+from collections.abc import Callable
+from datetime import UTC, date, datetime
 from typing import Any
 
 from dagster import AssetExecutionContext, BackfillPolicy, Config, Failure, MaterializeResult, asset
 from pydantic import Field
 
-from bsky_warehouse.checkpoint import run_partition
+from bsky_warehouse.checkpoint import run_partitions
 from bsky_warehouse.distill import SCORER_NAME
 from bsky_warehouse.partitions import DayWindow, daily_partitions
 from bsky_warehouse.perspective_plan import latest_plan_id, planned_uris, stored_plan_ids
@@ -64,6 +65,14 @@ def resolve_plan(warehouse: WarehouseResource, config: ToxicityConfig) -> str | 
     if chosen not in known:
         raise Failure(f"no plan {chosen!r} in perspective_plan (stored: {known or 'none'})")
     return chosen
+
+
+def planned_by_day(warehouse: WarehouseResource, plan: str | None, days: list[date]) -> dict[date, set[str]]:
+    """Each day's planned uris (none for an `all` run), read in one connection for the window."""
+    if plan is None:
+        return {}
+    with warehouse.connect() as con:
+        return {day: set(planned_uris(con, plan, day)) for day in days}
 
 
 def only_planned(posts: list[PostText], planned: set[str] | None) -> tuple[list[PostText], int]:
@@ -133,34 +142,32 @@ def toxicity_scores(
     plan = resolve_plan(warehouse, config)
     scorer = resolve_scorer(config.scorer, perspective, warehouse, config.distilled_version)
 
+    days = DayWindow.from_time_window(context.partition_time_window).days()
+    planned = planned_by_day(warehouse, plan, days)
+    sent: dict[date, dict[str, int]] = {}
+
+    def work(day: date, posts: list[PostText], emit: Callable[[str, dict[str, Any]], None]) -> Any:
+        chosen, unplanned = only_planned(posts, planned.get(day))
+        sent[day] = {"posts": len(chosen), "unplanned": unplanned}
+        return scorer.score(chosen, lambda result: emit(result.uri, score_columns(result)))
+
     per_day = {}
-    for day in DayWindow.from_time_window(context.partition_time_window).days():
-        planned = None
+    for day, stats in run_partitions(
+        warehouse,
+        "toxicity_scores",
+        days,
+        producer={"scorer": scorer.name},
+        version={"scorer_version": scorer.version},
+        work=work,
+        retry_failed=config.retry_failed,
+    ):
         if plan is not None:
-            with warehouse.connect() as con:
-                planned = planned_uris(con, plan, day)
-        sent = {"posts": 0, "unplanned": 0}
-
-        def work(posts, emit, planned=planned, sent=sent):
-            chosen, sent["unplanned"] = only_planned(posts, planned)
-            sent["posts"] = len(chosen)
-            return scorer.score(chosen, lambda result: emit(result.uri, score_columns(result)))
-
-        stats = run_partition(
-            warehouse,
-            "toxicity_scores",
-            day,
-            producer={"scorer": scorer.name},
-            version={"scorer_version": scorer.version},
-            work=work,
-            retry_failed=config.retry_failed,
-        )
-        if plan is not None:
-            stats = {**stats, "requested": sent["posts"], "planned": len(planned or ()), "unplanned": sent["unplanned"]}
+            done = sent.get(day, {"posts": 0, "unplanned": 0})
+            stats = {**stats, "requested": done["posts"], "planned": len(planned[day]), "unplanned": done["unplanned"]}
         per_day[day.isoformat()] = stats
-        context.log.info(f"{day} {scorer.name}: {per_day[day.isoformat()]}")
+        context.log.info(f"{day} {scorer.name}: {stats}")
         # Only the distilled scorer reports posts it could not score yet; other scorers' stats are objects.
-        backend = per_day[day.isoformat()]["backend_stats"]
+        backend = stats["backend_stats"]
         without = backend.get("without_embedding") if isinstance(backend, dict) else None
         if without:
             context.log.warning(

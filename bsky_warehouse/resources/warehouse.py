@@ -14,7 +14,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager, suppress
+from contextlib import ExitStack, contextmanager, suppress
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -30,6 +30,10 @@ if TYPE_CHECKING:
 
 # The name and the one default live in settings.py; dbt gets the same file from settings.dbt_env.
 DB_ENV = WAREHOUSE_DB.name
+
+# Opening the file (~60 ms) and checkpointing it on close cost more than a tiny day's cleaning; a lease keeps one
+# connection across days, but gives the writer's turn back after this long so other writers still get theirs.
+LEASE_MAX_HOLD_S = 5.0
 
 
 def default_db_path() -> str:
@@ -191,6 +195,50 @@ class WarehouseResource(ConfigurableResource):
                 yield con
             finally:
                 con.close()
+
+    @contextmanager
+    def lease(self, max_hold_s: float = LEASE_MAX_HOLD_S) -> Iterator[ConnectionLease]:
+        """One connection shared by a window's days: opening the file costs more than a tiny day's work."""
+        held = ConnectionLease(self, max_hold_s)
+        try:
+            yield held
+        finally:
+            held.release()
+
+
+class ConnectionLease:
+    """A `WarehouseResource.connect()` kept open across calls, closed and reopened once held `max_hold_s`.
+
+    The writer lock is held while the connection is open, so work that may be slow (a scorer, the network)
+    must `release()` first; the next `connection()` opens the file again.
+    """
+
+    def __init__(self, warehouse: WarehouseResource, max_hold_s: float) -> None:
+        self._warehouse = warehouse
+        self._max_hold_s = max_hold_s
+        self._stack: ExitStack | None = None
+        self._con: duckdb.DuckDBPyConnection | None = None
+        self._opened_at = 0.0
+
+    def connection(self) -> duckdb.DuckDBPyConnection:
+        """The open connection, or a fresh one when none is open or this one has held the lock long enough.
+
+        Call it between transactions only: a reopen closes the connection it gave out before.
+        """
+        if self._con is not None and time.monotonic() - self._opened_at >= self._max_hold_s:
+            self.release()
+        if self._con is None:
+            stack = ExitStack()
+            self._con = stack.enter_context(self._warehouse.connect())
+            self._stack = stack
+            self._opened_at = time.monotonic()
+        return self._con
+
+    def release(self) -> None:
+        """Close the connection and give the writer lock back (a no-op when none is open)."""
+        stack, self._stack, self._con = self._stack, None, None
+        if stack is not None:
+            stack.close()
 
 
 # Python rows into DuckDB: the one way, so that every writer matches columns by name and none leaves a frame
