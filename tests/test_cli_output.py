@@ -72,8 +72,8 @@ def test_materialize_prints_a_short_table_of_counts_and_logs_dbt_to_a_file(tmp_p
     log = Path(lines[-1].split("dbt log: ")[1].split(";")[0])
     assert log.is_file() and "Running with dbt" in log.read_text()
     # The first dbt process of a new warehouse file parses the project in full; the run's next one reuses its parse.
-    dbt_log = log.read_text()
-    assert dbt_log.count("Running with dbt") == 2 and dbt_log.count("Unable to do partial parsing") == 1, dbt_log
+    first, second = log.read_text().split("Running with dbt")[1:]
+    assert "Unable to do partial parsing" in first and "Unable to do partial parsing" not in second, second[:2000]
     assert "Running with dbt" not in proc.stdout
     for noise in ("Warning", "Traceback", "nanobind", "Telemetry"):
         assert noise not in proc.stderr, proc.stderr[-3000:]
