@@ -249,7 +249,8 @@ def run_partitions(
         yield from results
 
 
-def _describe(table: str, day: date, producer: Mapping[str, str]) -> str:
+def describe_partition(table: str, day: date, producer: Mapping[str, str]) -> str:
+    """How a claim names the work it guards, in the message a waiting run fails with."""
     return f"{table} for partition {day} ({', '.join(f'{k}={v}' for k, v in producer.items())})"
 
 
@@ -268,7 +269,8 @@ def _claim_batch(
         return Checkpoint(warehouse.staging_dir, table, [*producer.values(), *version.values()], day)
 
     first = checkpoint_of(pending[0])
-    claims.enter_context(claim(first.lock_path, _describe(table, pending[0], producer), warehouse.lock_timeout_s))
+    what = describe_partition(table, pending[0], producer)
+    claims.enter_context(claim(first.lock_path, what, warehouse.lock_timeout_s))
     batch: list[_ClaimedDay] = []
     with warehouse.connect() as con:
         batch.append(_read_day(con, table, pending[0], producer, version, retry_failed, first))
@@ -277,7 +279,7 @@ def _claim_batch(
                 break
             checkpoint = checkpoint_of(day)
             try:
-                claims.enter_context(claim(checkpoint.lock_path, _describe(table, day, producer), timeout_s=0))
+                claims.enter_context(claim(checkpoint.lock_path, describe_partition(table, day, producer), timeout_s=0))
             except PartitionBusy:
                 break
             batch.append(_read_day(con, table, day, producer, version, retry_failed, checkpoint))

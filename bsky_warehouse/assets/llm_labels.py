@@ -16,7 +16,14 @@ from dagster import AssetExecutionContext, BackfillPolicy, Config, MaterializeRe
 from pydantic import Field
 
 from bsky_warehouse.assets.toxicity import summarize
-from bsky_warehouse.checkpoint import ELIGIBLE_SQL, Checkpoint, claim, merge_partition, run_partition
+from bsky_warehouse.checkpoint import (
+    ELIGIBLE_SQL,
+    Checkpoint,
+    claim,
+    describe_partition,
+    merge_partition,
+    run_partition,
+)
 from bsky_warehouse.label_files import ImportLabeler
 from bsky_warehouse.partitions import DayWindow, daily_partitions
 from bsky_warehouse.records import Labeler, LabelResult, PostText
@@ -113,7 +120,7 @@ def import_partition(
     Runs under the partition's checkpoint claim, so two imports of the same producer and day cannot compare
     against a table the other is changing. Returns the same summary as `run_partition`, plus `replaced`.
     """
-    what = f"llm_labels for partition {day} ({', '.join(f'{k}={v}' for k, v in producer.items())})"
+    what = describe_partition("llm_labels", day, producer)
     checkpoint = Checkpoint(warehouse.staging_dir, "llm_labels", producer.values(), day)
     where = " AND ".join(f"{column} = ${column}" for column in producer)
     with claim(checkpoint.lock_path, what, warehouse.lock_timeout_s):
