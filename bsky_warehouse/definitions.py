@@ -94,14 +94,17 @@ scheduled_job = define_asset_job(
 )
 daily_schedule = build_daily_schedule(scheduled_job)
 # Feed posts land in raw_posts under their own createdAt day: cleaning and everything the daily schedule builds
-# after it must follow, for exactly those days (labels are paid work, asked for separately).
+# after it must follow, for exactly those days (labels are paid work, asked for separately). The dbt models and
+# seeds those marts read come too (views and small seeds, cheap to rebuild): on a new warehouse, a follow-up can
+# run before any daily run has created them.
+followup_selection = (
+    AssetSelection.assets(cleaned_posts).downstream() - AssetSelection.assets(llm_labels)
+) & scheduled_job.selection
 feed_followup_job = define_asset_job(
     FEED_FOLLOWUP_JOB,
     description="Cleaning and everything after it, for the days a feed snapshot added posts to.",
-    selection=(AssetSelection.assets(cleaned_posts).downstream() - AssetSelection.assets(llm_labels))
-    & scheduled_job.selection,
+    selection=followup_selection | (followup_selection.upstream() & AssetSelection.assets(dbt_models)),
 )
-
 
 def secret(setting: settings.Secret) -> EnvVar | None:
     """A credential as Dagster's `EnvVar`, resolved inside the resource, so it never lands in run config or

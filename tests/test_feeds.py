@@ -197,3 +197,27 @@ def test_followup_runs_cover_the_days_feed_posts_landed_in(tmp_path):
     cleaned = con.execute("SELECT count(*) FROM cleaned_posts").fetchall()[0][0]
     con.close()
     assert cleaned == 4
+
+
+def test_a_followup_first_of_all_runs_on_a_new_warehouse_builds_its_marts(tmp_path):
+    """The follow-up's marts read dbt views and seeds that a daily run creates. Under the daemon a follow-up can
+    be a new warehouse's first run after its snapshot: the sensor's own request must then build them too."""
+    items = [feed_view_post(n, created_at="2024-03-12T08:00:00.000Z") for n in range(12)]
+    db = str(tmp_path / "wh.duckdb")
+    instance = DagsterInstance.ephemeral()
+    with AppViewServer(feeds={FEED: items}) as server:
+        snapshot(server, db, instance)
+    defs = build_definitions(warehouse=WarehouseResource(path=db))
+    sensor = defs.resolve_sensor_def("feed_followup_sensor")
+    requests = list(sensor(build_sensor_context(instance=instance, definitions=defs)))
+    assert [(r.tags[RANGE_START_TAG], r.tags[RANGE_END_TAG]) for r in requests] == [("2024-03-12", "2024-03-12")]
+    job = defs.resolve_job_def(sensor.job_name)
+    result = job.execute_in_process(instance=instance, tags=requests[0].tags, raise_on_error=False)
+    failures = [e.message for e in result.all_events if e.is_step_failure]
+    assert result.success, failures
+    con = duckdb.connect(db, read_only=True)
+    try:
+        counted = con.execute("SELECT raw_posts, cleaned_posts FROM marts.daily_post_counts").fetchall()
+    finally:
+        con.close()
+    assert counted == [(12, 12)]
