@@ -7,6 +7,7 @@ from dagster import (
     Definitions,
     EnvVar,
     define_asset_job,
+    multiprocess_executor,
 )
 
 from bsky_warehouse import settings
@@ -106,6 +107,15 @@ feed_followup_job = define_asset_job(
     selection=followup_selection | (followup_selection.upstream() & AssetSelection.assets(dbt_models)),
 )
 
+# Every step of a launched run (a UI backfill, the daemon's schedule and sensors, `dagster asset materialize`)
+# runs in its own process. Spawned, each step imported this code location and Great Expectations again (about
+# 10 s on 2 cores, longer than most steps take); forked from a server that imported them once per run, a step
+# starts at once. A fork server is started clean, before any DuckDB connection or thread exists.
+STEP_EXECUTOR = multiprocess_executor.configured(
+    {"start_method": {"forkserver": {"preload_modules": ["bsky_warehouse.definitions", "great_expectations"]}}}
+)
+
+
 def secret(setting: settings.Secret) -> EnvVar | None:
     """A credential as Dagster's `EnvVar`, resolved inside the resource, so it never lands in run config or
     logs; None when it is unset (the resource then refuses the work that needs it)."""
@@ -172,6 +182,7 @@ def build_definitions(**overrides: Any) -> Definitions:
             resolve_incidents_on_success,
         ],
         resources={**default_resources(), **overrides},
+        executor=STEP_EXECUTOR,
     )
 
 
