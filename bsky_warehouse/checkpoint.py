@@ -27,6 +27,7 @@ from typing import Any
 
 import duckdb
 
+from bsky_warehouse.progress import Progress
 from bsky_warehouse.records import PostText
 from bsky_warehouse.resources.warehouse import file_lock, registered, transaction
 
@@ -190,16 +191,17 @@ def run_partition(
     version: Mapping[str, str],
     work: Any,
     retry_failed: bool = True,
+    progress: Progress | None = None,
 ) -> dict[str, Any]:
     """Do a day's paid work once: skip what the warehouse or the checkpoint already has, checkpoint the
     rest as it arrives, merge in one short transaction.
 
     `producer` identifies whose rows these are (with uri, the table's key); `version` columns must match for
     a stored row to count as done (a new scorer version redoes the day). `work(posts, emit)` calls
-    `emit(uri, columns)` once per post.
+    `emit(uri, columns)` once per post. `progress`, as for run_partitions.
     """
     days = run_partitions(
-        warehouse, table, [day], producer, version, lambda _, posts, emit: work(posts, emit), retry_failed
+        warehouse, table, [day], producer, version, lambda _, posts, emit: work(posts, emit), retry_failed, progress
     )
     return next(iter(days))[1]
 
@@ -224,6 +226,7 @@ def run_partitions(
     version: Mapping[str, str],
     work: Callable[[date, list[PostText], Callable[[str, Mapping[str, Any]], None]], Any],
     retry_failed: bool = True,
+    progress: Progress | None = None,
 ) -> Iterator[tuple[date, dict[str, Any]]]:
     """run_partition for every day of a window, yielding each day's stats in order: per day, the same checkpoint,
     claim, work and merge transaction, but the warehouse opened twice per batch of days instead of twice per day
@@ -233,16 +236,22 @@ def run_partitions(
     the connection is open: the holder of a busy claim may be waiting for the writer lock to merge) and while its
     posts to do stay under BATCH_POSTS. The work runs with no connection open; a day's work failing still merges
     the days before it, so nothing they paid for waits for a re-run.
+
+    `progress` (the step's, shared by all its days) has each claimed batch's posts to do added to its total and
+    is advanced once per post emitted: posts resumed from a checkpoint or already stored are no work of this
+    run. The caller closes it.
     """
     pending = list(days)
     while pending:
         with ExitStack() as claims:
             batch = _claim_batch(warehouse, table, pending, producer, version, retry_failed, claims)
             del pending[: len(batch)]
+            if progress is not None:
+                progress.add_total(sum(len(claimed.todo) for claimed in batch))
             done = 0
             try:
                 for claimed in batch:
-                    claimed.stats = _work_day(claimed, producer, version, work)
+                    claimed.stats = _work_day(claimed, producer, version, work, progress)
                     done += 1
             finally:
                 results = _merge_batch(warehouse, table, batch[:done], producer)
@@ -314,13 +323,17 @@ def _work_day(
     producer: Mapping[str, str],
     version: Mapping[str, str],
     work: Callable[[date, list[PostText], Callable[[str, Mapping[str, Any]], None]], Any],
+    progress: Progress | None = None,
 ) -> Any:
-    """The day's work, each result checkpointed as it arrives; returns the work's own stats."""
+    """The day's work, each result checkpointed as it arrives (and then counted, so a post counts as done
+    only once it is safe); returns the work's own stats."""
     fixed = {**producer, **version, "partition_date": claimed.day}
     checkpoint = claimed.checkpoint
 
     def emit(uri: str, columns: Mapping[str, Any]) -> None:
         checkpoint.append({**columns, **fixed, "uri": uri})
+        if progress is not None:
+            progress.advance()
 
     with checkpoint:
         return work(claimed.day, claimed.todo, emit) if claimed.todo else None

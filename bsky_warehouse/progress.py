@@ -23,10 +23,16 @@ def eta_s(done: int, total: int, elapsed_s: float) -> float | None:
     return max(0, total - done) * elapsed_s / done
 
 
+def per_s(rate: float) -> str:
+    """A rate as a researcher reads it: `86`, `1,200`, and under one a second (an LLM, a throttled API) `0.25`
+    rather than `0`, which would read as stalled."""
+    return f"{rate:,.0f}" if rate >= 1 else f"{rate:.2g}"
+
+
 def progress_line(what: str, done: int, total: int | None, elapsed_s: float, unit: str = "posts") -> str:
     """`embedding 2024-03-13: 1,200/5,000 posts (24%), 85/s, ~45 s left`; with no total known (an account's
     feed, paged until it ends) `scan alice.bsky.social: 1,200 posts, 85/s`."""
-    rate = f", {done / elapsed_s:,.0f}/s" if done and elapsed_s > 0 else ""
+    rate = f", {per_s(done / elapsed_s)}/s" if done and elapsed_s > 0 else ""
     if total is None:
         return f"{what}: {done:,} {unit}{rate}"
     share = f" ({done / total:.0%})" if total else ""
@@ -67,6 +73,16 @@ class Progress:
         self.done = 0
         self.started = self.last_logged = clock()
         self._drawn = False
+
+    def add_total(self, n: int) -> None:
+        """Grow the total by `n` posts learnt of mid-step (negative: posts found not to need work after all).
+
+        A step that learns its work a batch at a time (scoring and labelling claim days in batches) starts at 0
+        and adds each batch as it claims it, rather than going without a total: a one-day run, the daily
+        schedule's, then shows its exact share and time left from its first line, and a window's run shows
+        them for the days claimed so far, while a step with no total at all could show only a count and a rate.
+        """
+        self.total = (self.total or 0) + n
 
     def advance(self, n: int = 1) -> None:
         self.done += n

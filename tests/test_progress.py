@@ -28,6 +28,7 @@ def test_the_line_gives_count_share_rate_and_time_left():
     assert progress_line("scan", 3, 3, 2.0, unit="pages") == "scan: 3/3 pages (100%), 2/s"
     assert progress_line("nothing", 0, 0, 1.0) == "nothing: 0/0 posts"
     assert progress_line("scan alice.test", 1200, None, 10.0) == "scan alice.test: 1,200 posts, 120/s"
+    assert progress_line("labelling", 3, 30, 12.0) == "labelling: 3/30 posts (10%), 0.25/s, ~108 s left"
 
 
 def test_time_left_needs_a_rate_and_never_goes_negative():
@@ -73,3 +74,31 @@ def test_a_bar_is_drawn_in_place_on_a_terminal_only():
     quiet.advance(4)
     quiet.close()
     assert piped.getvalue() == ""
+
+
+def test_a_total_learnt_batch_by_batch_grows_and_the_last_line_has_it_all():
+    clock, logged = Clock(), []
+    progress = Progress("scoring p 2024-03-10..2024-03-11", 0, log=logged.append, every_s=10, clock=clock)
+    progress.add_total(4)  # the first day's batch, claimed
+    clock.now += 12
+    progress.advance(2)
+    assert logged == ["scoring p 2024-03-10..2024-03-11: 2/4 posts (50%), 0.17/s, ~12 s left"]
+    progress.add_total(6)  # the next day's, once the first is merged
+    progress.add_total(-2)  # posts found to need no work after all (a plan leaves them out)
+    progress.advance(6)
+    clock.now += 3
+    progress.close()
+    assert progress.total == 8
+    assert logged[1:] == ["scoring p 2024-03-10..2024-03-11: 8/8 posts (100%), 0.53/s, done in 15.0 s"]
+
+    unknown = Progress("scan", None, log=logged.append, clock=clock)
+    unknown.add_total(3)
+    assert unknown.total == 3
+
+
+def test_a_step_that_never_learns_of_any_work_logs_nothing():
+    logged: list[str] = []
+    progress = Progress("labelling openai 2024-03-10", 0, log=logged.append, clock=Clock())
+    progress.add_total(0)
+    progress.close()
+    assert logged == []

@@ -26,6 +26,7 @@ from bsky_warehouse.checkpoint import (
 )
 from bsky_warehouse.label_files import ImportLabeler
 from bsky_warehouse.partitions import DayWindow, daily_partitions
+from bsky_warehouse.progress import Progress
 from bsky_warehouse.records import Labeler, LabelResult, PostText
 from bsky_warehouse.reference_labels import handle_map_from_csv, reference_handle_to_did
 from bsky_warehouse.resources.llm import OpenAILabelerResource
@@ -201,15 +202,23 @@ def llm_labels(
         return labeler.label(posts, lambda result: emit(result.uri, label_columns(result)))
 
     producer = {"labeler": labeler.name, "model": labeler.model, "prompt_version": labeler.prompt_version}
+    window = DayWindow.from_time_window(context.partition_time_window)
+    # An LLM takes minutes for a day: the run's log says how far it got, over the whole window (the total grows
+    # as each day is claimed, see Progress.add_total). An import reads a file in seconds and reports nothing.
+    progress = Progress(f"labelling {labeler.name} {window.label()}", 0, log=context.log.info)
     per_day = {}
-    for day in DayWindow.from_time_window(context.partition_time_window).days():
-        if isinstance(labeler, ImportLabeler):
-            per_day[day.isoformat()] = import_partition(warehouse, day, labeler, producer)
-        else:
-            per_day[day.isoformat()] = run_partition(
-                warehouse, "llm_labels", day, producer=producer, version={}, work=work, retry_failed=config.retry_failed
-            )
-        context.log.info(f"{day} {producer}: {per_day[day.isoformat()]}")
+    try:
+        for day in window.days():
+            if isinstance(labeler, ImportLabeler):
+                per_day[day.isoformat()] = import_partition(warehouse, day, labeler, producer)
+            else:
+                per_day[day.isoformat()] = run_partition(
+                    warehouse, "llm_labels", day, producer=producer, version={}, work=work,
+                    retry_failed=config.retry_failed, progress=progress,
+                )  # fmt: skip
+            context.log.info(f"{day} {producer}: {per_day[day.isoformat()]}")
+    finally:
+        progress.close()
     metadata = {**summarize(labeler.name, per_day), **producer}
     if isinstance(labeler, ImportLabeler):
         metadata["replaced"] = sum(stats["replaced"] for stats in per_day.values())

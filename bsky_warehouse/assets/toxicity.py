@@ -20,6 +20,7 @@ from bsky_warehouse.checkpoint import run_partitions
 from bsky_warehouse.distill import SCORER_NAME
 from bsky_warehouse.partitions import DayWindow, daily_partitions
 from bsky_warehouse.perspective_plan import latest_plan_id, planned_uris, stored_plan_ids
+from bsky_warehouse.progress import Progress
 from bsky_warehouse.records import PostText, Scorer, ScoreResult
 from bsky_warehouse.reference import REFERENCE_SCORER, ReferenceScorer
 from bsky_warehouse.resources.perspective import PerspectiveResource
@@ -142,38 +143,51 @@ def toxicity_scores(
     plan = resolve_plan(warehouse, config)
     scorer = resolve_scorer(config.scorer, perspective, warehouse, config.distilled_version)
 
-    days = DayWindow.from_time_window(context.partition_time_window).days()
+    window = DayWindow.from_time_window(context.partition_time_window)
+    days = window.days()
     planned = planned_by_day(warehouse, plan, days)
     sent: dict[date, dict[str, int]] = {}
+    # Perspective at 1 QPS takes hours for a day: the run's log says how far it got (see Progress.add_total).
+    progress = Progress(f"scoring {scorer.name} {window.label()}", 0, log=context.log.info)
 
     def work(day: date, posts: list[PostText], emit: Callable[[str, dict[str, Any]], None]) -> Any:
         chosen, unplanned = only_planned(posts, planned.get(day))
         sent[day] = {"posts": len(chosen), "unplanned": unplanned}
+        progress.add_total(-unplanned)  # claimed as to do, but the plan leaves them unscored: no work
         return scorer.score(chosen, lambda result: emit(result.uri, score_columns(result)))
 
     per_day = {}
-    for day, stats in run_partitions(
-        warehouse,
-        "toxicity_scores",
-        days,
-        producer={"scorer": scorer.name},
-        version={"scorer_version": scorer.version},
-        work=work,
-        retry_failed=config.retry_failed,
-    ):
-        if plan is not None:
-            done = sent.get(day, {"posts": 0, "unplanned": 0})
-            stats = {**stats, "requested": done["posts"], "planned": len(planned[day]), "unplanned": done["unplanned"]}
-        per_day[day.isoformat()] = stats
-        context.log.info(f"{day} {scorer.name}: {stats}")
-        # Only the distilled scorer reports posts it could not score yet; other scorers' stats are objects.
-        backend = stats["backend_stats"]
-        without = backend.get("without_embedding") if isinstance(backend, dict) else None
-        if without:
-            context.log.warning(
-                f"{day}: {without} eligible posts have no embedding and got no {scorer.name} score; "
-                "materialize post_embeddings for the day, then this asset again"
-            )
+    try:
+        for day, stats in run_partitions(
+            warehouse,
+            "toxicity_scores",
+            days,
+            producer={"scorer": scorer.name},
+            version={"scorer_version": scorer.version},
+            work=work,
+            retry_failed=config.retry_failed,
+            progress=progress,
+        ):
+            if plan is not None:
+                done = sent.get(day, {"posts": 0, "unplanned": 0})
+                stats = {
+                    **stats,
+                    "requested": done["posts"],
+                    "planned": len(planned[day]),
+                    "unplanned": done["unplanned"],
+                }
+            per_day[day.isoformat()] = stats
+            context.log.info(f"{day} {scorer.name}: {stats}")
+            # Only the distilled scorer reports posts it could not score yet; other scorers' stats are objects.
+            backend = stats["backend_stats"]
+            without = backend.get("without_embedding") if isinstance(backend, dict) else None
+            if without:
+                context.log.warning(
+                    f"{day}: {without} eligible posts have no embedding and got no {scorer.name} score; "
+                    "materialize post_embeddings for the day, then this asset again"
+                )
+    finally:
+        progress.close()
     metadata = {**summarize(scorer.name, per_day), **version_metadata(scorer, per_day)}
     if plan is not None:
         metadata.update(plan_metadata(plan, per_day))
