@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -9,8 +11,9 @@ import pytest
 os.environ.setdefault("DO_NOT_TRACK", "1")
 # Tests use ephemeral or temporary Dagster instances, never the developer's run history (`make` exports one, and
 # the CLI's default is the checkout's `.dagster_home`): a command a test runs without a home of its own records
-# its runs in this session's folder.
+# its runs in this session's folder, removed when the session ends.
 os.environ["DAGSTER_HOME"] = tempfile.mkdtemp(prefix="bsky-tests-dagster-home-")
+atexit.register(shutil.rmtree, os.environ["DAGSTER_HOME"], ignore_errors=True)
 
 
 @pytest.fixture
