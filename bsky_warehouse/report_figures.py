@@ -61,13 +61,14 @@ def _colors(names: list[str]) -> dict[str, str]:
 
 
 def plot_toxicity_over_days(frame: pd.DataFrame, start: date, end: date) -> Figure:
-    """Per scorer and day: median and 90th percentile of prob_toxicity, and the share at or above 0.5."""
-    fig = Figure(figsize=(9, 6), dpi=DPI, layout="constrained")
-    top, bottom = fig.subplots(2, 1, sharex=True)
+    """Per scorer and day: median and 90th percentile of prob_toxicity, the share at or above 0.5, and the posts
+    scored (a day of 1 post is not read like a day of 177)."""
+    fig = Figure(figsize=(9, 8), dpi=DPI, layout="constrained")
+    top, bottom, n_ax = fig.subplots(3, 1, sharex=True, height_ratios=[3, 3, 2])
     fig.suptitle(f"Toxicity per scorer, {start} to {end}")
     if frame.empty:
-        _no_data(top)
-        _no_data(bottom)
+        for ax in (top, bottom, n_ax):
+            _no_data(ax)
         return fig
     colors = _colors(list(frame["scorer"].unique()))
     for scorer, rows in frame.groupby("scorer", sort=True):
@@ -82,17 +83,31 @@ def plot_toxicity_over_days(frame: pd.DataFrame, start: date, end: date) -> Figu
     bottom.set_ylabel("share ≥ 0.5")
     bottom.set_ylim(0, max(0.05, float(frame["share_ge_0_5"].max()) * 1.15))
     bottom.legend(fontsize=8)
-    for ax in (top, bottom):
+    _posts_per_day(n_ax, frame, "scorer", "n", colors, "posts scored")
+    for ax in (top, bottom, n_ax):
         _day_axis(ax, start, end)
-    bottom.set_xlabel("day (UTC)")
+    n_ax.set_xlabel("day (UTC)")
     return fig
+
+
+def _posts_per_day(ax: Axes, frame: pd.DataFrame, key: str, n_column: str, colors: dict[str, str], label: str) -> None:
+    """Posts per day of each series as side-by-side bars under the day, so a share is read with its n."""
+    names = sorted(frame[key].unique())
+    width = 0.8 / max(1, len(names))
+    for i, name in enumerate(names):
+        rows = frame[frame[key] == name].groupby("day", as_index=False)[n_column].sum()
+        offset = timedelta(days=(i - (len(names) - 1) / 2) * width)
+        when = [datetime.combine(d, time()) + offset for d in rows["day"]]
+        ax.bar(when, rows[n_column].astype(int), width=width, color=colors[name], label=name)
+    ax.set_ylabel(label)
+    ax.legend(fontsize=8)
 
 
 def plot_sociopolitical_over_days(frame: pd.DataFrame, start: date, end: date) -> Figure:
     """Share of posts each labeler calls sociopolitical per day, then each labeler's ideology mix per day."""
     systems = sorted(frame["system"].unique()) if not frame.empty else []
-    fig = Figure(figsize=(9, 3 + 2.2 * max(1, len(systems))), dpi=DPI, layout="constrained")
-    axes = fig.subplots(1 + max(1, len(systems)), 1, sharex=True, squeeze=False)[:, 0]
+    fig = Figure(figsize=(9, 5 + 2.2 * max(1, len(systems))), dpi=DPI, layout="constrained")
+    axes = fig.subplots(2 + max(1, len(systems)), 1, sharex=True, squeeze=False)[:, 0]
     fig.suptitle(f"Sociopolitical labels per labeler, {start} to {end}")
     if frame.empty:
         for ax in axes:
@@ -106,8 +121,10 @@ def plot_sociopolitical_over_days(frame: pd.DataFrame, start: date, end: date) -
     axes[0].set_ylabel("share sociopolitical")
     axes[0].set_ylim(0, 1)
     axes[0].legend(fontsize=8)
-    _day_axis(axes[0], start, end)
-    for ax, system in zip(axes[1:], systems, strict=True):
+    _posts_per_day(axes[1], pooled, "system", "posts_labeled", colors, "posts labelled")
+    for ax in axes[:2]:
+        _day_axis(ax, start, end)
+    for ax, system in zip(axes[2:], systems, strict=True):
         rows = pooled[pooled["system"] == system]
         total = rows[IDEOLOGIES].sum(axis=1).where(lambda s: s > 0)
         bottom = pd.Series(0.0, index=rows.index)
@@ -119,7 +136,7 @@ def plot_sociopolitical_over_days(frame: pd.DataFrame, start: date, end: date) -
         ax.set_ylim(0, 1)
         ax.set_title(f"{system}: ideology of its sociopolitical posts", fontsize=10, loc="left")
         _day_axis(ax, start, end)
-    fig.legend(*axes[1].get_legend_handles_labels(), loc="outside right center", fontsize=8, title="ideology")
+    fig.legend(*axes[2].get_legend_handles_labels(), loc="outside right center", fontsize=8, title="ideology")
     axes[-1].set_xlabel("day (UTC)")
     return fig
 
