@@ -237,7 +237,8 @@ def test_the_audit_shows_over_and_under_sensitive_topics_with_examples(wh):
 
 # --- a real browser against the real server, on a warehouse built by the Dagster assets ----------------------------
 
-DAY = date(2024, 3, 15)
+# 15 March (23 posts) for the browser session; 16 March (177) gives a coder enough posts for a calibration.
+WINDOW = (date(2024, 3, 15), date(2024, 3, 17))
 CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
 TARGET = 6
 
@@ -257,7 +258,7 @@ def audit_upstream_assets() -> list[str]:
 
 @pytest.fixture(scope="module")
 def dagster_warehouse(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """One sample day ingested, scored (profanity-check), embedded and put in three topics, through Dagster."""
+    """Two sample days ingested, scored (profanity-check), embedded and put in three topics, through Dagster."""
     from dagster import DagsterInstance
 
     from bsky_warehouse.partitions import DayWindow
@@ -266,7 +267,7 @@ def dagster_warehouse(tmp_path_factory: pytest.TempPathFactory) -> str:
 
     db = str(tmp_path_factory.mktemp("rater") / "wh.duckdb")
     result = run_window(
-        DayWindow.for_day(DAY), DagsterInstance.ephemeral(), db_path=db, archive_dir=str(SAMPLE_DIR),
+        DayWindow(*WINDOW), DagsterInstance.ephemeral(), db_path=db, archive_dir=str(SAMPLE_DIR),
         assets=audit_upstream_assets(), run_config={"ops": {"post_topics": {"config": {"n_topics": 3}}}},
         raise_on_error=False, log_level="WARNING", checks=False,
     )  # fmt: skip
@@ -393,3 +394,44 @@ def test_a_coder_rates_with_the_keyboard_and_sees_their_audit_in_chromium(rater_
     instance = DagsterInstance.from_ref(InstanceRef.from_dir(str(rater_server["dagster_home"])))
     event = instance.get_latest_materialization_event(AssetKey("audit_by_topic"))
     assert event is not None and instance.get_run_by_id(event.run_id).is_success
+
+
+@pytest.mark.integration
+def test_a_refresh_with_enough_judgements_fits_the_coders_calibration_as_a_recorded_run(dagster_warehouse, tmp_path):
+    """From MIN_JUDGEMENTS usable ratings on, "refresh" also runs the rater_calibration job, recorded in the
+    page's run history, and the audit then carries the coder's calibration."""
+    from dagster import DagsterInstance
+
+    from bsky_warehouse.assets.topics import current_version
+    from bsky_warehouse.calibration import MIN_JUDGEMENTS
+
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    DagsterInstance.from_config(str(home)).dispose()
+    warehouse = WarehouseResource(path=dagster_warehouse, lock_timeout_s=60)
+    with warehouse.read_only() as con:
+        version = current_version(con)
+    settings = RaterSettings(rater="coder2", task="toxicity", topic_model_version=version, warehouse=warehouse,
+                             system="scorer:profanity-check", target=MIN_JUDGEMENTS,
+                             instance=lambda: DagsterInstance.from_config(str(home)))  # fmt: skip
+    page = TestClient(create_app(settings))
+    state = page.get("/api/state").json()
+    rated = []
+    while state["n_judged"] < MIN_JUDGEMENTS:
+        rated.append(state["post"]["uri"])
+        answer = page.post("/api/judgements", json={"uri": rated[-1], "value": str(len(rated) % 5)})
+        assert answer.status_code == 200, answer.text
+        state = answer.json()
+    assert len(set(rated)) == MIN_JUDGEMENTS and state["audit_ready"]
+
+    refreshed = page.post("/api/audit/refresh")
+    assert refreshed.status_code == 200, refreshed.text
+    body = refreshed.json()
+    jobs = [("warehouse_daily", True), ("rater_calibration", True)]
+    assert [(run["job"], run["success"]) for run in body["runs"]] == jobs
+    assert body["calibration"] is not None and body["calibration"]["n_judgements"] == MIN_JUDGEMENTS
+    with DagsterInstance.from_config(str(home)) as instance:
+        recorded = {run.run_id: (run.job_name, run.is_success) for run in instance.get_runs()}
+    assert [recorded[run["run_id"]] for run in body["runs"]] == jobs
+    # The page's audit reads the same calibration afterwards.
+    assert page.get("/api/audit").json()["calibration"]["model_version"] == body["calibration"]["model_version"]
