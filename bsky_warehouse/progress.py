@@ -14,6 +14,8 @@ from collections.abc import Callable
 from typing import TextIO
 
 BAR_WIDTH = 24
+# A terminal bar redraws at most this often: scoring advances once per post, thousands a second.
+DRAW_EVERY_S = 0.1
 
 
 def eta_s(done: int, total: int, elapsed_s: float) -> float | None:
@@ -72,7 +74,7 @@ class Progress:
         self.stream = terminal if _is_terminal(terminal) else None
         self.done = 0
         self.started = self.last_logged = clock()
-        self._drawn = False
+        self.last_drawn: float | None = None
 
     def add_total(self, n: int) -> None:
         """Grow the total by `n` posts learnt of mid-step (negative: posts found not to need work after all).
@@ -87,7 +89,7 @@ class Progress:
     def advance(self, n: int = 1) -> None:
         self.done += n
         now = self.clock()
-        if self.stream is not None:
+        if self.stream is not None and (self.last_drawn is None or now - self.last_drawn >= DRAW_EVERY_S):
             self._draw(self.stream, now)
         unfinished = self.total is None or self.done < self.total
         if self.log is not None and unfinished and now - self.last_logged >= self.every_s:
@@ -101,7 +103,7 @@ class Progress:
     def close(self) -> None:
         """The last line: to the log always (a run's record says how long the step took), and the bar ended."""
         now = self.clock()
-        if self.stream is not None and self._drawn:
+        if self.stream is not None and self.last_drawn is not None:
             self._draw(self.stream, now)
             self.stream.write("\n")
             self.stream.flush()
@@ -111,7 +113,7 @@ class Progress:
     def _draw(self, stream: TextIO, now: float) -> None:
         stream.write(f"\r{progress_bar(self.done, self.total)} {self.line(now)}\033[K")
         stream.flush()
-        self._drawn = True
+        self.last_drawn = now
 
 
 def _is_terminal(stream: TextIO) -> bool:

@@ -69,6 +69,15 @@ def test_a_bar_is_drawn_in_place_on_a_terminal_only():
     assert drawn.count("\r") == 5 and drawn.endswith("\n")
     assert "[" + "#" * 24 + "] scoring: 4/4 posts (100%)" in drawn
 
+    # Advanced once per post, thousands a second: the bar is redrawn at most every DRAW_EVERY_S, and ends exact.
+    fast = Terminal()
+    busy = Progress("scoring", 1000, stream=fast, clock=clock)
+    for _ in range(1000):
+        busy.advance()
+    clock.now += 1
+    busy.close()
+    assert fast.getvalue().count("\r") == 2 and "] scoring: 1,000/1,000 posts (100%)" in fast.getvalue()
+
     piped = io.StringIO()
     quiet = Progress("scoring", 4, stream=piped, clock=clock)
     quiet.advance(4)
