@@ -62,16 +62,31 @@ class Overlap:
     local: np.ndarray
     reference: np.ndarray
     out_of_fold: np.ndarray
+    # 1 / the probability the post entered the reference's sample: above 1 for a post of a planned Perspective
+    # sample (toxicity_scores.inclusion_probability), 1 for a post scored in a full run. None: all 1.
+    weight: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         if not len(self.uris) == len(self.local) == len(self.reference) == len(self.out_of_fold):
             raise BridgeError(f"{self.attribute}: overlap arrays differ in length")
+        if self.weight is not None and len(self.weight) != len(self.uris):
+            raise BridgeError(f"{self.attribute}: overlap arrays differ in length")
+
+    def weights(self) -> np.ndarray:
+        return np.ones(len(self.uris)) if self.weight is None else np.asarray(self.weight, dtype=np.float64)
 
 
-def fit_quantile_map(local: np.ndarray, reference: np.ndarray, n_knots: int = DEFAULT_KNOTS) -> Knots:
+def fit_quantile_map(
+    local: np.ndarray, reference: np.ndarray, n_knots: int = DEFAULT_KNOTS, weights: np.ndarray | None = None
+) -> Knots:
     """Knots at `n_knots` evenly spaced probabilities (fewer when there are fewer posts): each local quantile
     paired with the reference quantile at the same probability. Local quantiles that tie (a scorer with many
-    equal scores) collapse into one knot at the mean of their reference quantiles, so the map stays a function."""
+    equal scores) collapse into one knot at the mean of their reference quantiles, so the map stays a function.
+
+    `weights` (1 / inclusion probability per post) make the quantiles those of the posts the overlap stands for:
+    a planned Perspective sample over-represents borderline posts, and unweighted it would bend the map toward
+    them. Equal weights give exactly the unweighted map (linear interpolation between order statistics);
+    unequal ones use the weighted inverse distribution function, the only quantile numpy weights."""
     local = np.asarray(local, dtype=np.float64)
     reference = np.asarray(reference, dtype=np.float64)
     if n_knots < 2:
@@ -81,8 +96,15 @@ def fit_quantile_map(local: np.ndarray, reference: np.ndarray, n_knots: int = DE
     if not (np.all(np.isfinite(local)) and np.all(np.isfinite(reference))):
         raise BridgeError("quantile mapping needs finite scores")
     probabilities = np.linspace(0.0, 1.0, min(n_knots, len(local)))
-    xs = np.quantile(local, probabilities)
-    ys = np.quantile(reference, probabilities)
+    if weights is None or np.all(np.asarray(weights) == np.asarray(weights)[0]):
+        xs = np.quantile(local, probabilities)
+        ys = np.quantile(reference, probabilities)
+    else:
+        weights = np.asarray(weights, dtype=np.float64)
+        if len(weights) != len(local) or not np.all(np.isfinite(weights)) or np.any(weights <= 0):
+            raise BridgeError("quantile mapping needs one finite positive weight per post")
+        xs = np.quantile(local, probabilities, weights=weights, method="inverted_cdf")
+        ys = np.quantile(reference, probabilities, weights=weights, method="inverted_cdf")
     unique, group = np.unique(xs, return_inverse=True)
     collapsed = np.bincount(group, weights=ys) / np.bincount(group)
     return Knots(unique, np.maximum.accumulate(collapsed))
@@ -104,21 +126,29 @@ def mapping_version(spec: Mapping[str, object], overlaps: Sequence[Overlap], loc
         for values in (overlap.local, overlap.reference):
             digest.update(np.ascontiguousarray(values, dtype=np.float64).tobytes())
         digest.update(np.ascontiguousarray(overlap.out_of_fold, dtype=bool).tobytes())
+        if overlap.weight is not None and np.any(overlap.weights() != 1):
+            digest.update(np.ascontiguousarray(overlap.weights(), dtype=np.float64).tobytes())
     return f"bridge-{digest.hexdigest()[:16]}"
 
 
 def overlap_figures(overlap: Overlap, knots: Knots) -> dict[str, float | int]:
     """What the mapping does on the posts it was fitted on: the reference's mean and share ≥ 0.5 beside the
-    local scorer's, raw and mapped (mapped ≈ reference is the point)."""
+    local scorer's, raw and mapped (mapped ≈ reference is the point), weighted as the fit was."""
     mapped = apply_map(overlap.local, knots)
+    weights = overlap.weights()
+
+    def mean(values: np.ndarray) -> float:
+        return float(np.average(values, weights=weights))
+
     return {
         "n": len(overlap.uris),
         "n_out_of_fold": int(np.sum(overlap.out_of_fold)),
+        "n_weighted": int(np.sum(weights != 1)),
         "knots": len(knots.local),
-        "reference_mean": float(np.mean(overlap.reference)),
-        "local_mean": float(np.mean(overlap.local)),
-        "mapped_mean": float(np.mean(mapped)),
-        "reference_share_ge_0_5": float(np.mean(overlap.reference >= POSITIVE_AT)),
-        "local_share_ge_0_5": float(np.mean(overlap.local >= POSITIVE_AT)),
-        "mapped_share_ge_0_5": float(np.mean(mapped >= POSITIVE_AT)),
+        "reference_mean": mean(overlap.reference),
+        "local_mean": mean(overlap.local),
+        "mapped_mean": mean(mapped),
+        "reference_share_ge_0_5": mean(overlap.reference >= POSITIVE_AT),
+        "local_share_ge_0_5": mean(overlap.local >= POSITIVE_AT),
+        "mapped_share_ge_0_5": mean(mapped >= POSITIVE_AT),
     }

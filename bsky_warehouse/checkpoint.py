@@ -128,6 +128,10 @@ class Checkpoint:
         self.close()
 
 
+# Run in the merge's transaction once a day's rows are in: (connection, day).
+DayFinish = Callable[[duckdb.DuckDBPyConnection, date], object]
+
+
 def merge_partition(
     con: duckdb.DuckDBPyConnection,
     table: str,
@@ -135,11 +139,14 @@ def merge_partition(
     producer: Mapping[str, str],
     rows: list[dict[str, Any]],
     keep_uris_sql: str,
+    finish: DayFinish | None = None,
 ) -> int:
     """Replace the producer's rows of `day` for the checkpointed uris, and drop rows no longer eligible.
 
     `producer` holds the identifying columns (e.g. scorer), which together with uri are the table's key;
-    `keep_uris_sql` selects the uris still eligible for the day. One short transaction.
+    `keep_uris_sql` selects the uris still eligible for the day. `finish(con, day)` then updates the day's rows
+    as a whole (e.g. what sample each belongs to), so no reader sees the merged rows without it. One short
+    transaction.
     """
     where = " AND ".join(f"{column} = ${column}" for column in producer)
     params: dict[str, Any] = {**producer, "day": day}
@@ -162,6 +169,8 @@ def merge_partition(
             f"DELETE FROM {table} WHERE {where} AND partition_date = $day AND uri NOT IN ({keep_uris_sql})",
             params,
         )
+        if finish is not None:
+            finish(con, day)
     return con.execute(f"SELECT count(*) FROM {table} WHERE {where} AND partition_date = $day", params).fetchall()[0][0]
 
 
@@ -227,6 +236,7 @@ def run_partitions(
     work: Callable[[date, list[PostText], Callable[[str, Mapping[str, Any]], None]], Any],
     retry_failed: bool = True,
     progress: Progress | None = None,
+    finish: DayFinish | None = None,
 ) -> Iterator[tuple[date, dict[str, Any]]]:
     """run_partition for every day of a window, yielding each day's stats in order: per day, the same checkpoint,
     claim, work and merge transaction, but the warehouse opened twice per batch of days instead of twice per day
@@ -239,7 +249,7 @@ def run_partitions(
 
     `progress` (the step's, shared by all its days) has each claimed batch's posts to do added to its total and
     is advanced once per post emitted: posts resumed from a checkpoint or already stored are no work of this
-    run. The caller closes it.
+    run. The caller closes it. `finish`, as for merge_partition, for every day merged (with work to do or not).
     """
     pending = list(days)
     while pending:
@@ -254,7 +264,7 @@ def run_partitions(
                     claimed.stats = _work_day(claimed, producer, version, work, progress)
                     done += 1
             finally:
-                results = _merge_batch(warehouse, table, batch[:done], producer)
+                results = _merge_batch(warehouse, table, batch[:done], producer, finish)
         yield from results
 
 
@@ -340,7 +350,11 @@ def _work_day(
 
 
 def _merge_batch(
-    warehouse: Any, table: str, batch: list[_ClaimedDay], producer: Mapping[str, str]
+    warehouse: Any,
+    table: str,
+    batch: list[_ClaimedDay],
+    producer: Mapping[str, str],
+    finish: DayFinish | None = None,
 ) -> list[tuple[date, dict[str, Any]]]:
     """Merge each worked day's checkpoint in a transaction of its own, in one connection, then discard them."""
     if not batch:
@@ -349,7 +363,7 @@ def _merge_batch(
     with warehouse.connect() as con:
         for claimed in batch:
             rows = list(claimed.checkpoint.rows().values())
-            total = merge_partition(con, table, claimed.day, producer, rows, ELIGIBLE_SQL)
+            total = merge_partition(con, table, claimed.day, producer, rows, ELIGIBLE_SQL, finish)
             by_status = dict(
                 con.execute(
                     f"""SELECT status || coalesce(':' || reason, ''), count(*) FROM {table}

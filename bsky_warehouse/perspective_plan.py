@@ -26,8 +26,9 @@ to send, and stores that sample (`perspective_plan`); `toxicity_scores` with sco
   not the fold models, so it cannot be computed for the posts a plan is about.
 - **Design**: systematic probability-proportional-to-size sampling in a seeded pseudo-random order, with
   probabilities above 1 capped and the rest rescaled. Each planned post's exact inclusion probability is
-  stored, so a daily Perspective mean over the planned sample can be re-weighted (Horvitz–Thompson or Hájek,
-  weight 1 / inclusion_probability) instead of over-representing borderline posts.
+  stored and copied onto the scored row (record_inclusion), so the daily marts and the bridge weight the
+  planned sample back to the day (Hájek, weight 1 / inclusion_probability) instead of over-representing
+  borderline posts.
 - **Reproducible**: the order and the start are hashes of the seed and the uri / stratum, not a generator's
   stream, so the same candidates, weights, budget and seed give the same sample (and the same `plan_id`, a
   digest of those) whatever order the posts are read in.
@@ -397,6 +398,40 @@ def planned_uris(con: duckdb.DuckDBPyConnection, plan: str, day: date) -> set[st
         {"id": plan, "day": day},
     ).fetchall()
     return {r[0] for r in rows}
+
+
+def record_inclusion(con: duckdb.DuckDBPyConnection, scorer: str, plan: str | None, day: date) -> int:
+    """Set each of the scorer's rows of `day` to the probability with which its post entered the day's sample,
+    the weight (its inverse) the daily marts and the bridge give it.
+
+    A run of the whole day (`plan` None) makes the day a census: every row 1. A run of a plan gives its posts
+    the plan's probabilities and every other row of the day 1: a plan samples only the posts Perspective had
+    not scored when it was drawn, so the ones scored before stand for themselves, not for others (the estimate
+    of a day is then the scored posts plus the plan's sample of the rest; this holds when a plan is drawn after
+    the earlier runs it follows, the order the README gives). Rows already right are not written; returns how
+    many were.
+    """
+    if plan is None:
+        (changed,) = con.execute(
+            """UPDATE toxicity_scores SET inclusion_probability = 1.0
+               WHERE scorer = $scorer AND partition_date = $day
+                 AND inclusion_probability IS DISTINCT FROM 1.0""",
+            {"scorer": scorer, "day": day},
+        ).fetchone()
+        return changed
+    (changed,) = con.execute(
+        """UPDATE toxicity_scores AS t SET inclusion_probability = w.probability
+           FROM (
+               SELECT s.uri, coalesce(p.inclusion_probability, 1.0) AS probability
+               FROM toxicity_scores s
+               LEFT JOIN perspective_plan p ON p.plan_id = $plan AND p.uri = s.uri
+               WHERE s.scorer = $scorer AND s.partition_date = $day
+           ) AS w
+           WHERE t.scorer = $scorer AND t.partition_date = $day AND t.uri = w.uri
+             AND t.inclusion_probability IS DISTINCT FROM w.probability""",
+        {"scorer": scorer, "day": day, "plan": plan},
+    ).fetchone()
+    return changed
 
 
 def plan_summary(plan: Plan, quota: Quota, scored: int, stored: int) -> dict[str, Any]:

@@ -70,7 +70,8 @@ TABLES: dict[str, str] = {
             reason VARCHAR,
             scored_at TIMESTAMPTZ NOT NULL,
             partition_date DATE NOT NULL,
-            {_PROBS}
+            {_PROBS},
+            inclusion_probability DOUBLE DEFAULT 1.0
         )""",
     # Days whose marts a write to another day made stale (a delete purging an earlier day's post, a take-over,
     # a uri changing owner), recorded in the same transaction as the change; the dbt step rebuilds them with its
@@ -319,6 +320,13 @@ TABLES: dict[str, str] = {
             params JSON NOT NULL
         )""",
 }
+
+# Columns added after a table's first release: CREATE TABLE IF NOT EXISTS leaves an older file's table as it
+# was, so every writing connection adds them (a no-op once present). At the end of the table, as in CREATE.
+COLUMNS_ADDED: tuple[str, ...] = (
+    "ALTER TABLE llm_labels ADD COLUMN IF NOT EXISTS source_digest VARCHAR",
+    "ALTER TABLE toxicity_scores ADD COLUMN IF NOT EXISTS inclusion_probability DOUBLE DEFAULT 1.0",
+)
 
 # Tables whose rows describe a post by uri and must disappear with it (deletes, cross-partition duplicates).
 POST_DERIVED_TABLES = (

@@ -35,6 +35,7 @@ def test_gx_reports_unexpected_counts_and_samples():
             "non_finite_probs": [None, None, None],
             "copies_overall": [1, 2, 2],
             "reason_consistent": [True, True, False],
+            "inclusion_probability_valid": [True, True, True],
         }
     )
     frame.loc[0, "prob_insult"] = 1.7
@@ -279,10 +280,12 @@ def corrupt(db: str) -> dict[str, list[str]]:
     import duckdb
 
     con = duckdb.connect(db)
-    scored = _pick(con, "SELECT uri FROM toxicity_scores WHERE partition_date = $day AND status = 'ok' ORDER BY uri", 6)
+    scored = _pick(con, "SELECT uri FROM toxicity_scores WHERE partition_date = $day AND status = 'ok' ORDER BY uri", 9)
     labeled = _pick(con, "SELECT uri FROM llm_labels WHERE partition_date = $day AND status = 'ok' ORDER BY uri", 4)
     posts = _pick(con, "SELECT uri FROM cleaned_posts WHERE partition_date = $day ORDER BY uri DESC", 3)
-    nan, inf, neg_inf, empty, blank, doubled = scored
+    nan, inf, neg_inf, empty, blank, doubled, never, weightless, above_one = scored
+    for uri, value in ((never, "NULL"), (weightless, "0"), (above_one, "1.5")):
+        con.execute(f"UPDATE toxicity_scores SET inclusion_probability = {value} WHERE uri = $u", {"u": uri})
     for uri, column, value in (
         (nan, "prob_insult", "nan"),
         (inf, "prob_toxicity", "inf"),
@@ -317,6 +320,7 @@ def corrupt(db: str) -> dict[str, list[str]]:
         "scores_prob_in_unit_interval": [nan, inf, neg_inf],
         "scores_reason_iff_not_ok": [empty, blank],
         "scores_uri_scorer_unique": [doubled],
+        "scores_inclusion_probability_valid": [never, weightless, above_one],
         "labels_ideology_accepted": [no_ideology, no_answer],
         "labels_reason_iff_not_ok": [no_reason],
         "labels_key_unique": [label_doubled],

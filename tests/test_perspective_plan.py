@@ -256,19 +256,43 @@ def planned_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         out["perspective_rows"] = query(
             db, "SELECT uri, status, partition_date FROM toxicity_scores WHERE scorer = 'perspective' ORDER BY uri"
         )
+        out["weights"] = weights_and_summary(db)
         out["rescore"] = window(["toxicity_scores"], planned, resources)
         out["requested_after_rescore"] = Counter(server.counts)
-    out["coverage"] = query(
-        db, "SELECT day, passing_filters, unaccounted_posts FROM marts.pipeline_coverage ORDER BY day"
-    )
-    out["summary"] = query(
-        db,
-        """SELECT scorer, sum(posts_scored), sum(posts_failed), sum(posts_skipped)
-           FROM marts.daily_toxicity_summary WHERE attribute = 'toxicity' GROUP BY 1 ORDER BY 1""",
-    )
-    out["after_rows"] = query(db, "SELECT scorer, count(*) FROM toxicity_scores GROUP BY 1 ORDER BY 1")
-    out["replan"] = cli_json(db, PLAN_ARGS)
+        out["coverage"] = query(
+            db, "SELECT day, passing_filters, unaccounted_posts FROM marts.pipeline_coverage ORDER BY day"
+        )
+        out["summary"] = query(
+            db,
+            """SELECT scorer, sum(posts_scored), sum(posts_failed), sum(posts_skipped)
+               FROM marts.daily_toxicity_summary WHERE attribute = 'toxicity' GROUP BY 1 ORDER BY 1""",
+        )
+        out["after_rows"] = query(db, "SELECT scorer, count(*) FROM toxicity_scores GROUP BY 1 ORDER BY 1")
+        out["replan"] = cli_json(db, PLAN_ARGS)
+        # Then the whole window in full: every day becomes a census.
+        out["full"] = window(["toxicity_scores", *dbt_fed_by("toxicity_scores")], {"scorer": "perspective"},
+                             resources)  # fmt: skip
+        out["weights_after_full"] = weights_and_summary(db)
     return out
+
+
+def weights_and_summary(db: str) -> dict[str, Any]:
+    """Perspective's rows with their inclusion probabilities, and the daily TOXICITY summary of every scorer."""
+    return {
+        "rows": query(
+            db,
+            """SELECT uri, partition_date, prob_toxicity, inclusion_probability FROM toxicity_scores
+               WHERE scorer = 'perspective' AND status = 'ok' ORDER BY uri""",
+        ),
+        "summary": {
+            (scorer, day): rest
+            for scorer, day, *rest in query(
+                db,
+                """SELECT scorer, day, sample, n, n_represented, mean, median, share_ge_0_5
+                   FROM marts.daily_toxicity_summary WHERE attribute = 'toxicity'""",
+            )
+        },
+    }
 
 
 @pytest.mark.integration
@@ -366,3 +390,88 @@ def test_rescoring_asks_nothing_and_a_new_plan_never_names_a_scored_post(planned
     assert replan["candidates"] == len(planned_runs["eligible"]) - PLANNED_POSTS
     assert replan["plan_id"] != planned_runs["plan"]["plan_id"]
     assert not scored & {p["uri"] for p in replan["posts"]} and replan["planned"] == PLANNED_POSTS
+
+
+def hajek(values: list[float], probabilities: list[float]) -> tuple[float, float, float]:
+    """The weighted mean, share >= 0.5 and median (smallest value whose cumulative weight reaches half), by hand."""
+    weights = [1 / p for p in probabilities]
+    total = sum(weights)
+    mean = sum(w * v for w, v in zip(weights, values, strict=True)) / total
+    share = sum(w for w, v in zip(weights, values, strict=True) if v >= 0.5) / total
+    cumulative = 0.0
+    for value, weight in sorted(zip(values, weights, strict=True)):
+        cumulative += weight
+        if cumulative / total >= 0.5 - 1e-12:
+            return mean, share, value
+    raise AssertionError("weights never reached half")
+
+
+@pytest.mark.integration
+def test_a_planned_day_is_weighted_back_to_the_day_and_a_full_run_makes_it_a_census(planned_runs):
+    plan = {p["uri"]: p["inclusion_probability"] for p in planned_runs["plan"]["posts"]}
+    weights = planned_runs["weights"]
+    rows = weights["rows"]
+    # Every scored post carries the probability the plan drew it with.
+    assert {uri: pi for uri, _, _, pi in rows} == pytest.approx(plan)
+    assert any(pi < 1 for pi in plan.values())
+    by_day: dict[date, list[tuple[float, float]]] = {}
+    for _, day, value, pi in rows:
+        by_day.setdefault(day, []).append((value, pi))
+    for day, pairs in by_day.items():
+        sample, n, represented, mean, median, share = weights["summary"][("perspective", day)]
+        values, probabilities = [v for v, _ in pairs], [p for _, p in pairs]
+        expected_mean, expected_share, expected_median = hajek(values, probabilities)
+        assert n == len(pairs)
+        assert sample == ("census" if all(p == 1 for p in probabilities) else "weighted")
+        assert represented == pytest.approx(sum(1 / p for p in probabilities))
+        assert mean == pytest.approx(expected_mean) and share == pytest.approx(expected_share)
+        assert median == pytest.approx(expected_median)
+    assert any(weights["summary"][("perspective", day)][0] == "weighted" for day in by_day)
+    # A scorer that scored every post is a census, its mean the plain one.
+    reference = {day: rest for (scorer, day), rest in weights["summary"].items() if scorer == REFERENCE_SCORER}
+    assert reference and all(sample == "census" and represented == n for sample, n, represented, *_ in
+                             reference.values())  # fmt: skip
+
+    full = planned_runs["full"]
+    assert full["result"]["success"], full["result"]["failures"]
+    after = planned_runs["weights_after_full"]
+    assert len(after["rows"]) == len(planned_runs["eligible"])
+    assert all(pi == 1.0 for *_, pi in after["rows"])
+    for day in WINDOW.days():
+        sample, n, represented, mean, *_ = after["summary"][("perspective", day)]
+        values = [v for _, d, v, _ in after["rows"] if d == day]
+        assert sample == "census" and n == represented == len(values)
+        assert mean == pytest.approx(sum(values) / len(values))
+
+
+def test_record_inclusion_sets_the_plan_probabilities_and_one_elsewhere_and_rewrites_nothing_twice():
+    from bsky_warehouse.schema import COLUMNS_ADDED, TABLES
+
+    con = duckdb.connect()
+    for ddl in (*TABLES.values(), *COLUMNS_ADDED):
+        con.execute(ddl)
+    day = date(2024, 3, 10)
+    for uri, scorer in (("a", "perspective"), ("b", "perspective"), ("c", "perspective"), ("a", "other")):
+        con.execute(
+            "INSERT INTO toxicity_scores (uri, scorer, scorer_version, status, scored_at, partition_date) "
+            "VALUES ($u, $s, 'v', 'ok', now(), $d)",
+            {"u": uri, "s": scorer, "d": day},
+        )
+    con.execute("UPDATE toxicity_scores SET inclusion_probability = 0.5 WHERE uri = 'c'")
+    for uri, probability in (("a", 0.25), ("b", 0.75)):
+        con.execute(
+            "INSERT INTO perspective_plan VALUES ('P', now(), $u, $d, 'en', 1, $p, NULL, 'no_prediction', NULL, '{}')",
+            {"u": uri, "d": day, "p": probability},
+        )
+
+    def probabilities() -> dict[tuple[str, str], float]:
+        rows = con.execute("SELECT uri, scorer, inclusion_probability FROM toxicity_scores").fetchall()
+        return {(uri, scorer): p for uri, scorer, p in rows}
+
+    assert pp.record_inclusion(con, "perspective", "P", day) == 3
+    assert probabilities() == {("a", "perspective"): 0.25, ("b", "perspective"): 0.75, ("c", "perspective"): 1.0,
+                               ("a", "other"): 1.0}  # fmt: skip
+    assert pp.record_inclusion(con, "perspective", "P", day) == 0
+    assert pp.record_inclusion(con, "perspective", None, day) == 2
+    assert set(probabilities().values()) == {1.0}
+    assert pp.record_inclusion(con, "perspective", None, day) == 0

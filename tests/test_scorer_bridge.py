@@ -111,6 +111,32 @@ def test_a_map_that_cannot_be_fitted_says_why(local, reference, n_knots, message
         fit_quantile_map(np.array(local), np.array(reference), n_knots)
 
 
+def test_weighting_a_biased_sample_recovers_the_population_map_and_equal_weights_change_nothing():
+    # A population whose local scores relate to the reference with noise, and a sample that over-draws the posts
+    # whose local score sits where the model is least sure (as a plan does): unweighted, the sample's quantiles
+    # are not the population's, and neither is the map.
+    rng = np.random.default_rng(3)
+    reference = rng.beta(0.6, 3.0, 20000)
+    local = np.clip(0.5 * reference + rng.normal(0, 0.08, 20000), 0, 1)
+    probabilities = 0.05 + 0.95 * np.exp(-(((local - 0.25) / 0.1) ** 2))
+    drawn = rng.random(len(local)) < probabilities
+    population = fit_quantile_map(local, reference, n_knots=21)
+    unweighted = fit_quantile_map(local[drawn], reference[drawn], n_knots=21)
+    weighted = fit_quantile_map(local[drawn], reference[drawn], n_knots=21, weights=1 / probabilities[drawn])
+    grid = np.quantile(local, np.linspace(0.05, 0.95, 19))
+
+    def error(knots: Knots) -> float:
+        return float(np.max(np.abs(apply_map(grid, knots) - apply_map(grid, population))))
+
+    # Measured: about 0.015 weighted against 0.09 unweighted, whatever the seed.
+    assert error(weighted) < error(unweighted) / 3, (error(weighted), error(unweighted))
+    same = fit_quantile_map(local[:500], reference[:500], 21, weights=np.full(500, 3.0))
+    plain = fit_quantile_map(local[:500], reference[:500], 21)
+    assert np.array_equal(same.local, plain.local) and np.array_equal(same.reference, plain.reference)
+    with pytest.raises(BridgeError, match="positive weight"):
+        fit_quantile_map(local[:3], reference[:3], 10, weights=np.array([1.0, 0.0, 2.0]))
+
+
 def test_knots_must_make_a_monotone_function():
     with pytest.raises(BridgeError, match="increase"):
         Knots(np.array([0.1, 0.1]), np.array([0.0, 0.2]))
@@ -138,7 +164,7 @@ def test_version_digests_the_data_the_parameters_and_the_scorer_versions():
 def test_overlap_figures_show_the_mapped_scale_matching_the_reference():
     o = overlap()
     figures = overlap_figures(o, fit_quantile_map(o.local, o.reference))
-    assert figures["n"] == 200 and figures["n_out_of_fold"] == 100
+    assert figures["n"] == 200 and figures["n_out_of_fold"] == 100 and figures["n_weighted"] == 0
     assert figures["mapped_mean"] == pytest.approx(figures["reference_mean"], abs=0.01)
     assert figures["mapped_share_ge_0_5"] == pytest.approx(figures["reference_share_ge_0_5"], abs=0.01)
 

@@ -63,12 +63,13 @@ class BridgeConfig(Config):
 OVERLAP_SQL = """
     WITH long AS (
         UNPIVOT (
-            SELECT uri, scorer, scorer_version, COLUMNS('^prob_') FROM toxicity_scores
+            SELECT uri, scorer, scorer_version, 1.0 / coalesce(inclusion_probability, 1.0) AS weight,
+                   COLUMNS('^prob_') FROM toxicity_scores
             WHERE status = 'ok' AND (scorer = $local OR list_contains($references, scorer))
         ) ON COLUMNS('^prob_') INTO NAME attribute VALUE prob
     ),
     reference AS (
-        SELECT uri, attribute, prob FROM long WHERE list_contains($references, scorer)
+        SELECT uri, attribute, prob, weight FROM long WHERE list_contains($references, scorer)
         QUALIFY row_number() OVER (PARTITION BY uri, attribute ORDER BY list_position($references, scorer)) = 1
     ),
     local AS (
@@ -79,7 +80,7 @@ OVERLAP_SQL = """
             ON o.model_version = l.scorer_version AND o.uri = l.uri AND o.attribute = l.attribute
         WHERE l.scorer = $local
     )
-    SELECT l.attribute, l.uri, l.scorer_version, l.prob AS local, r.prob AS reference, l.out_of_fold
+    SELECT l.attribute, l.uri, l.scorer_version, l.prob AS local, r.prob AS reference, l.out_of_fold, r.weight
     FROM local AS l JOIN reference AS r USING (uri, attribute)
     ORDER BY l.attribute, l.uri"""
 
@@ -101,6 +102,7 @@ def load_overlaps(
             rows["local"].to_numpy(dtype=np.float64),
             rows["reference"].to_numpy(dtype=np.float64),
             rows["out_of_fold"].to_numpy(dtype=bool),
+            rows["weight"].to_numpy(dtype=np.float64),
         )
         for column, rows in frame.groupby("attribute", sort=True)
     }
@@ -186,9 +188,9 @@ def store_mapping(
 
 def figures_markdown(figures: dict[str, dict[str, Any]]) -> str:
     lines = [
-        "| attribute | n | out of fold | knots | reference mean | local mean | mapped mean | reference ≥ 0.5 | "
-        "local ≥ 0.5 | mapped ≥ 0.5 |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| attribute | n | out of fold | weighted | knots | reference mean | local mean | mapped mean | "
+        "reference ≥ 0.5 | local ≥ 0.5 | mapped ≥ 0.5 |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for attribute, f in figures.items():
         numbers = " | ".join(
@@ -196,7 +198,8 @@ def figures_markdown(figures: dict[str, dict[str, Any]]) -> str:
             for k in ("reference_mean", "local_mean", "mapped_mean", "reference_share_ge_0_5", "local_share_ge_0_5",
                       "mapped_share_ge_0_5")
         )  # fmt: skip
-        lines.append(f"| {attribute} | {f['n']} | {f['n_out_of_fold']} | {f['knots']} | {numbers} |")
+        counts = " | ".join(str(f[k]) for k in ("n", "n_out_of_fold", "n_weighted", "knots"))
+        lines.append(f"| {attribute} | {counts} | {numbers} |")
     return "\n".join(lines)
 
 
@@ -206,8 +209,11 @@ def run_bridge(warehouse: WarehouseResource, config: BridgeConfig) -> tuple[str,
         with warehouse.connect() as con:
             overlaps, local_versions = load_overlaps(con, config.local_scorer, config.reference_scorers)
         columns = chosen_attributes(overlaps, config.attributes, config.min_overlap)
-        fits = {c: (overlaps[c], fit_quantile_map(overlaps[c].local, overlaps[c].reference, config.n_knots))
-                for c in columns}  # fmt: skip
+        fits = {}
+        for column in columns:
+            overlap = overlaps[column]
+            knots = fit_quantile_map(overlap.local, overlap.reference, config.n_knots, overlap.weights())
+            fits[column] = (overlap, knots)
     except BridgeError as err:
         raise Failure(f"cannot map {config.local_scorer!r} onto {config.reference_scorers}: {err}") from err
     spec = {"local_scorer": config.local_scorer, "reference_scorers": list(config.reference_scorers),

@@ -126,9 +126,6 @@ def import_partition(
     where = " AND ".join(f"{column} = ${column}" for column in producer)
     with claim(checkpoint.lock_path, what, warehouse.lock_timeout_s):
         with warehouse.connect() as con:
-            # A warehouse created before labels recorded their file lacks the column; CREATE IF NOT EXISTS
-            # does not add it, and only imports write it.
-            con.execute("ALTER TABLE llm_labels ADD COLUMN IF NOT EXISTS source_digest VARCHAR")
             eligible = con.execute(
                 "SELECT uri, text, coalesce(langs, []) FROM cleaned_posts"
                 " WHERE partition_date = $day AND passes_filters ORDER BY uri",

@@ -6,7 +6,9 @@ the day's posts, scores them into a checkpoint, and merges in a short transactio
 With `sample: planned` the `perspective` scorer sends only the day's posts of a stored plan
 (`bsky-warehouse perspective plan`, perspective_plan.py). The others get no row from this run: they are not
 failed or skipped, they are simply not scored by Perspective (their rows from earlier runs stay), and a later
-plan or an `all` run can still score them.
+plan or an `all` run can still score them. Each row records the probability with which its post entered the
+day's sample (`inclusion_probability`, 1 for a day scored in full), so the daily marts weight a planned day back
+to the day it samples (perspective_plan.record_inclusion).
 """
 
 from collections.abc import Callable
@@ -19,7 +21,7 @@ from pydantic import Field
 from bsky_warehouse.checkpoint import run_partitions
 from bsky_warehouse.distill import SCORER_NAME
 from bsky_warehouse.partitions import DayWindow, daily_partitions
-from bsky_warehouse.perspective_plan import latest_plan_id, planned_uris, stored_plan_ids
+from bsky_warehouse.perspective_plan import latest_plan_id, planned_uris, record_inclusion, stored_plan_ids
 from bsky_warehouse.progress import Progress
 from bsky_warehouse.records import PostText, Scorer, ScoreResult
 from bsky_warehouse.reference import REFERENCE_SCORER, ReferenceScorer
@@ -167,6 +169,7 @@ def toxicity_scores(
             work=work,
             retry_failed=config.retry_failed,
             progress=progress,
+            finish=lambda con, day: record_inclusion(con, scorer.name, plan, day),
         ):
             if plan is not None:
                 done = sent.get(day, {"posts": 0, "unplanned": 0})

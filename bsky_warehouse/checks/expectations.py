@@ -136,7 +136,9 @@ SUITES: tuple[Suite, ...] = (
         asset="toxicity_scores",
         query=f"""SELECT uri, scorer, status, reason, {", ".join(PROB_COLUMNS)},
                          {non_finite_sql(PROB_COLUMNS)} AS non_finite_probs,
-                         copies_overall, {reason_consistent_sql()} AS reason_consistent
+                         copies_overall, {reason_consistent_sql()} AS reason_consistent,
+                         coalesce(inclusion_probability > 0 AND inclusion_probability <= 1, false)
+                             AS inclusion_probability_valid
                   FROM {_with_copies("toxicity_scores", ["uri", "scorer"])} WHERE {{window}}""",
         checks=(
             Check("scores_prob_in_unit_interval", "Every prob_* is between 0 and 1 or null; never NaN or ±inf.",
@@ -150,6 +152,10 @@ SUITES: tuple[Suite, ...] = (
                    ("ExpectColumnValuesToBeBetween", {"column": "copies_overall", "min_value": 1, "max_value": 1}))),
             Check("scores_reason_iff_not_ok", "reason is set (not blank) exactly when status is not ok.",
                   (_true("reason_consistent"),)),
+            Check("scores_inclusion_probability_valid",
+                  "inclusion_probability (the weight of a planned sample's post is its inverse) is in (0, 1]: "
+                  "never null, NaN, 0 or above 1.",
+                  (_true("inclusion_probability_valid"),)),
         ),
     ),
     Suite(

@@ -22,7 +22,7 @@ import duckdb
 from dagster import ConfigurableResource
 from pydantic import Field
 
-from bsky_warehouse.schema import TABLES
+from bsky_warehouse.schema import COLUMNS_ADDED, TABLES
 from bsky_warehouse.settings import WAREHOUSE_DB
 
 if TYPE_CHECKING:
@@ -190,7 +190,7 @@ class WarehouseResource(ConfigurableResource):
                 con.execute("SET TimeZone = 'UTC'")
                 con.execute(f"SET memory_limit = '{self.memory_limit}'")
                 con.execute("SET preserve_insertion_order = false")
-                for ddl in TABLES.values():
+                for ddl in (*TABLES.values(), *COLUMNS_ADDED):
                     con.execute(ddl)
                 yield con
             finally:

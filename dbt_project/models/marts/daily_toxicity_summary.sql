@@ -1,4 +1,11 @@
-{{ config(materialized='incremental', incremental_strategy='append', pre_hook="{{ delete_window('day') }}") }}
+{#- Each attribute's distribution per day and scorer. A day Perspective scored as a planned sample is weighted
+    back to the day it samples (macros/sample_weights.sql); `sample` says which days are. -#}
+{{ config(
+    materialized='incremental',
+    incremental_strategy='append',
+    on_schema_change='append_new_columns',
+    pre_hook="{{ delete_window('day') }}",
+) }}
 
 with scores as (
     select * from {{ ref('stg_toxicity_scores') }}
@@ -27,11 +34,17 @@ failures as (
 
 long as (
     unpivot (
-        select partition_date as day, scorer, columns('^prob_')
+        select partition_date as day, scorer, {{ sample_weight() }} as weight, columns('^prob_')
         from scores where status = 'ok'
     )
     on columns('^prob_')
     into name attribute value prob
+),
+
+weighted as (
+    select *, {{ sample_cdf('prob', 'day, scorer, attribute') }} as cumulative_share
+    from long
+    where prob is not null
 ),
 
 stats as (
@@ -40,14 +53,15 @@ stats as (
         scorer,
         replace(attribute, 'prob_', '') as attribute,
         count(prob) as n,
-        avg(prob) as mean,
-        quantile_cont(prob, 0.5) as median,
-        quantile_cont(prob, 0.9) as p90,
-        avg(case when prob >= 0.5 then 1.0 else 0.0 end) as share_ge_0_5,
-        avg(case when prob >= 0.8 then 1.0 else 0.0 end) as share_ge_0_8,
-        avg(case when prob >= 0.9 then 1.0 else 0.0 end) as share_ge_0_9
-    from long
-    where prob is not null
+        {{ sample_design() }} as sample,
+        sum(weight) as n_represented,
+        {{ weighted_mean('prob') }} as mean,
+        {{ weighted_quantile('prob', 0.5) }} as median,
+        {{ weighted_quantile('prob', 0.9) }} as p90,
+        {{ weighted_mean('case when prob >= 0.5 then 1.0 else 0.0 end') }} as share_ge_0_5,
+        {{ weighted_mean('case when prob >= 0.8 then 1.0 else 0.0 end') }} as share_ge_0_8,
+        {{ weighted_mean('case when prob >= 0.9 then 1.0 else 0.0 end') }} as share_ge_0_9
+    from weighted
     group by 1, 2, 3
 )
 
@@ -60,6 +74,8 @@ select
     p.posts_skipped,
     coalesce(f.failed_by_reason, '{}'::json) as failed_by_reason,
     coalesce(s.n, 0) as n,
+    s.sample,
+    s.n_represented,
     s.mean,
     s.median,
     s.p90,

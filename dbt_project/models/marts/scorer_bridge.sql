@@ -5,7 +5,8 @@
     linearly between the knots and holds the end knot's value beyond them (bsky_warehouse/bridge.py, apply_map).
     A distilled scorer's score of a post its model version was trained on is replaced by that post's
     out-of-fold prediction, as in scorer_agreement and in the fit of the mapping: the local series is what the
-    scorer says of posts it never saw, which every post after the switch is. Whole history: tag `global`. -#}
+    scorer says of posts it never saw, which every post after the switch is. A reference day scored as a planned
+    sample is weighted back to the day (macros/sample_weights.sql). Whole history: tag `global`. -#}
 {{ config(tags=['global']) }}
 
 with mapping as (
@@ -31,7 +32,7 @@ segments as (
 
 long as (
     unpivot (
-        select uri, scorer, scorer_version, partition_date as day, columns('^prob_')
+        select uri, scorer, scorer_version, partition_date as day, {{ sample_weight() }} as weight, columns('^prob_')
         from {{ ref('stg_toxicity_scores') }}
         where status = 'ok'
     )
@@ -68,7 +69,7 @@ mapped as (
 ),
 
 reference_scores as (
-    select m.local_scorer, m.attribute, l.day, l.uri, l.prob
+    select m.local_scorer, m.attribute, l.day, l.uri, l.prob, l.weight
     from long as l
     inner join mapping as m on m.attribute = l.attribute and list_contains(m.reference_scorers, l.scorer)
     qualify row_number() over (
@@ -93,16 +94,22 @@ local_daily as (
     group by 1, 2, 3
 ),
 
+reference_weighted as (
+    select *, {{ sample_cdf('prob', 'local_scorer, attribute, day') }} as cumulative_share
+    from reference_scores
+),
+
 reference_daily as (
     select
         local_scorer,
         attribute,
         day,
         count(*) as n_reference,
-        avg(prob) as reference_mean,
-        quantile_cont(prob, 0.5) as reference_median,
-        avg(case when prob >= 0.5 then 1.0 else 0.0 end) as reference_share_ge_0_5
-    from reference_scores
+        {{ sample_design() }} as reference_sample,
+        {{ weighted_mean('prob') }} as reference_mean,
+        {{ weighted_quantile('prob', 0.5) }} as reference_median,
+        {{ weighted_mean('case when prob >= 0.5 then 1.0 else 0.0 end') }} as reference_share_ge_0_5
+    from reference_weighted
     group by 1, 2, 3
 ),
 
@@ -125,6 +132,7 @@ select
     coalesce(l.n_local_out_of_fold, 0) as n_local_out_of_fold,
     coalesce(b.n_both, 0) as n_both,
     coalesce(r.n_reference, 0) > 0 and coalesce(l.n_local, 0) > 0 as overlap_day,
+    r.reference_sample,
     r.reference_mean,
     r.reference_median,
     r.reference_share_ge_0_5,
