@@ -108,3 +108,29 @@ def test_null_in_a_not_null_column_is_an_error(con: duckdb.DuckDBPyConnection) -
     with pytest.raises(duckdb.ConstraintException):
         insert_rows(con, "t", [{"label": "no id"}])
     assert rows_of(con) == []
+
+
+def test_an_older_file_gains_the_columns_added_since_and_its_rows_get_their_defaults(tmp_path):
+    """A warehouse written before `inclusion_probability` and `source_digest` existed opens with both."""
+    from bsky_warehouse.schema import PROB_COLUMNS
+
+    db = tmp_path / "old.duckdb"
+    old = duckdb.connect(str(db))
+    probs = ", ".join(f"{c} DOUBLE" for c in PROB_COLUMNS)
+    old.execute(f"""CREATE TABLE toxicity_scores (uri VARCHAR NOT NULL, scorer VARCHAR NOT NULL,
+                    scorer_version VARCHAR NOT NULL, status VARCHAR NOT NULL, reason VARCHAR,
+                    scored_at TIMESTAMPTZ NOT NULL, partition_date DATE NOT NULL, {probs})""")
+    old.execute("INSERT INTO toxicity_scores (uri, scorer, scorer_version, status, scored_at, partition_date) "
+                "VALUES ('at://a', 'perspective', 'v1', 'ok', now(), DATE '2024-03-10')")  # fmt: skip
+    old.execute("""CREATE TABLE llm_labels (uri VARCHAR NOT NULL, labeler VARCHAR NOT NULL, model VARCHAR NOT NULL,
+                   prompt_version VARCHAR NOT NULL, status VARCHAR NOT NULL, reason VARCHAR, is_sociopolitical BOOLEAN,
+                   political_ideology VARCHAR, rationale VARCHAR, labeled_at TIMESTAMPTZ NOT NULL,
+                   partition_date DATE NOT NULL)""")  # fmt: skip
+    old.close()
+    with WarehouseResource(path=str(db)).connect() as con:
+        assert con.execute("SELECT inclusion_probability FROM toxicity_scores").fetchall() == [(1.0,)]
+        assert con.execute("SELECT count(source_digest) FROM llm_labels").fetchall() == [(0,)]
+        columns = [c for c, *_ in con.execute("DESCRIBE toxicity_scores").fetchall()]
+    assert columns[-1] == "inclusion_probability"  # where CREATE puts it on a new file too
+    with WarehouseResource(path=str(tmp_path / "new.duckdb")).connect() as con:
+        assert [c for c, *_ in con.execute("DESCRIBE toxicity_scores").fetchall()] == columns
