@@ -284,10 +284,12 @@ def compare_scorers(
 
 def with_scorer_intervals(con: duckdb.DuckDBPyConnection, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """`scorer_agreement` rows with bootstrap 95% intervals of Pearson, Spearman and AUC (`pearson_ci`, …:
-    [low, high]) over the same posts, read with the same EVALUATED_SQL (out-of-fold values included); kept
-    apart from scorer_agreement so that function stays as it is. A row whose posts no longer match its n (the
-    warehouse changed between the reads) raises rather than pair an interval with another sample."""
-    from bsky_warehouse.metrics import correlation_intervals
+    [low, high]) over the same posts, read with the same EVALUATED_SQL (out-of-fold values included), and
+    `ci_posts`, the posts the bootstrap resampled (all of them up to BOOTSTRAP_MAX_POSTS, then a subsample;
+    see correlation_intervals); kept apart from scorer_agreement so that function stays as it is. The dbt mart
+    `scorer_agreement` calls this too. A row whose posts no longer match its n (the warehouse changed between
+    the reads) raises rather than pair an interval with another sample."""
+    from bsky_warehouse.metrics import BOOTSTRAP_MAX_POSTS, correlation_intervals
 
     out = []
     for row in rows:
@@ -302,5 +304,11 @@ def with_scorer_intervals(con: duckdb.DuckDBPyConnection, rows: list[dict[str, A
         if len(pairs) != row["n"]:
             raise RuntimeError(f"{row['scorer']}/{row['attribute']}: {len(pairs)} pairs, the row says {row['n']}")
         intervals = correlation_intervals([p[0] for p in pairs], [p[1] for p in pairs])
-        out.append({**row, **{f"{name}_ci": list(ci) if ci else None for name, ci in intervals.items()}})
+        out.append(
+            {
+                **row,
+                **{f"{name}_ci": list(ci) if ci else None for name, ci in intervals.items()},
+                "ci_posts": min(len(pairs), BOOTSTRAP_MAX_POSTS),
+            }
+        )
     return out

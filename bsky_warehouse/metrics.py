@@ -24,6 +24,7 @@ from statistics import NormalDist
 import numpy as np
 
 __all__ = [
+    "BOOTSTRAP_MAX_POSTS",
     "BOOTSTRAP_RESAMPLES",
     "BOOTSTRAP_SEED",
     "accuracy",
@@ -44,6 +45,10 @@ __all__ = [
 
 BOOTSTRAP_RESAMPLES = 2000
 BOOTSTRAP_SEED = 20240308
+# Above this many posts the correlation intervals resample a seeded subsample of this size and scale its spread
+# by sqrt(m / n) (correlation_intervals): a resample costs time linear in its posts, and the global marts
+# rebuild the intervals on every run.
+BOOTSTRAP_MAX_POSTS = 20_000
 CONFIDENCE = 0.95
 Interval = tuple[float, float]
 
@@ -339,16 +344,24 @@ def correlation_intervals(
     n_resamples: int = BOOTSTRAP_RESAMPLES,
     seed: int = BOOTSTRAP_SEED,
     confidence: float = CONFIDENCE,
+    max_posts: int = BOOTSTRAP_MAX_POSTS,
 ) -> dict[str, Interval | None]:
     """Bootstrap intervals of Pearson, Spearman and ROC AUC (reference >= threshold as the label) of a scorer
     against a reference, all three over the same resamples of the posts, as `scorer_agreement` reports them.
 
     Each resample's figures equal `pearson`, `spearman` and `roc_auc` of the resampled posts (a test holds
     them to it); they are computed from the draw counts so that 2,000 resamples of a large day stay cheap.
+
+    More than `max_posts` posts: the bootstrap runs on a seeded subsample of `max_posts` (m of the n), and each
+    end's distance from the subsample's own figure is scaled by sqrt(m / n) and laid around the figure of all
+    n posts. The three figures are smooth functions of means, so their spread shrinks as 1 / sqrt(n); a test
+    holds the scaled interval to the full bootstrap's.
     """
     xs, ys = _paired(scores, reference)
     if xs.size == 0:
         return {"pearson": None, "spearman": None, "auc": None}
+    if xs.size > max_posts:
+        return _subsampled_intervals(xs, ys, threshold, n_resamples, seed, confidence, max_posts)
     labels = ys >= threshold
     found: dict[str, list[np.ndarray]] = {"pearson": [], "spearman": [], "auc": []}
     for weights in _resample_weights(xs.size, n_resamples, seed):
@@ -356,6 +369,35 @@ def correlation_intervals(
         found["spearman"].append(_weighted_pearson(_weighted_ranks(xs, weights), _weighted_ranks(ys, weights), weights))
         found["auc"].append(_weighted_auc(xs, labels, weights))
     return {name: _percentiles_of(np.concatenate(parts), confidence) for name, parts in found.items()}
+
+
+def _subsampled_intervals(
+    xs: np.ndarray,
+    ys: np.ndarray,
+    threshold: float,
+    n_resamples: int,
+    seed: int,
+    confidence: float,
+    max_posts: int,
+) -> dict[str, Interval | None]:
+    keep = np.sort(np.random.default_rng(seed).choice(xs.size, size=max_posts, replace=False))
+    sub_x, sub_y = xs[keep], ys[keep]
+    inner = correlation_intervals(sub_x, sub_y, threshold, n_resamples, seed, confidence, max_posts)
+    scale = math.sqrt(max_posts / xs.size)
+    figures = {
+        "pearson": (pearson(xs, ys), pearson(sub_x, sub_y), (-1.0, 1.0)),
+        "spearman": (spearman(xs, ys), spearman(sub_x, sub_y), (-1.0, 1.0)),
+        "auc": (roc_auc(xs, ys >= threshold), roc_auc(sub_x, sub_y >= threshold), (0.0, 1.0)),
+    }
+    out: dict[str, Interval | None] = {}
+    for name, (full, sub, (floor, ceiling)) in figures.items():
+        interval = inner[name]
+        if interval is None or full is None or sub is None:
+            out[name] = None
+            continue
+        low, high = interval
+        out[name] = (max(floor, full - scale * (sub - low)), min(ceiling, full + scale * (high - sub)))
+    return out
 
 
 def resampled_spearman(x: Sequence[float], y: Sequence[float], n_resamples: int, seed: int) -> np.ndarray:

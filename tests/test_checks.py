@@ -81,7 +81,7 @@ def test_bad_scores_fail_blocking_checks_and_downstream_models_do_not_run(tmp_pa
     con.close()
     result = run_window(
         window, instance, db_path=db, raise_on_error=False,
-        assets=["toxicity_scores", "stg_toxicity_scores", "scorer_agreement"],
+        assets=["toxicity_scores", "stg_toxicity_scores", "scorer_agreement_figures", "scorer_agreement"],
         run_config={"ops": {"toxicity_scores": {"config": {"scorer": REFERENCE_SCORER}}}},
     )  # fmt: skip
     verdicts = {c["check"]: c["passed"] for c in result["checks"]}

@@ -42,7 +42,7 @@ from tests.test_topics import materialized
 
 SAMPLE = DayWindow(date(2024, 3, 8), date(2024, 3, 20))
 INGEST = ["raw_posts", "post_deletions", "rejected_records", "cleaned_posts"]
-AGREEMENT_DBT = ["stg_toxicity_scores", "scorer_agreement"]
+AGREEMENT_DBT = ["stg_toxicity_scores", "scorer_agreement_figures", "scorer_agreement"]
 LIVE = "perspective"
 
 

@@ -84,7 +84,7 @@ def test_pipeline_coverage_accounts_for_every_post(loaded_db):
 
 
 def test_scorer_agreement_mart_matches_python_metrics(loaded_db):
-    from bsky_warehouse.evaluation import scorer_agreement
+    from bsky_warehouse.evaluation import scorer_agreement, with_scorer_intervals
 
     dbt(loaded_db, "run", "--select", "+scorer_agreement")  # with the staging views it reads
     con = duckdb.connect(loaded_db, read_only=True)
@@ -94,9 +94,20 @@ def test_scorer_agreement_mart_matches_python_metrics(loaded_db):
             "SELECT scorer, reference, attribute, n, pearson, spearman, auc FROM marts.scorer_agreement"
         ).fetchall()
     }
+    intervals = {
+        (r[0], r[1], r[2]): r[3:]
+        for r in con.execute(
+            """SELECT scorer, reference, attribute, pearson_ci_low, pearson_ci_high, spearman_ci_low,
+                      spearman_ci_high, auc_ci_low, auc_ci_high, ci_posts, ci_method FROM marts.scorer_agreement"""
+        ).fetchall()
+    }
     python = scorer_agreement(con)
+    # Every pair the mart holds, as `eval scorers` computes its intervals (it asks for one reference at a time).
+    printed = with_scorer_intervals(
+        con, [{"scorer": s, "reference": r, "attribute": a, "n": v[0]} for (s, r, a), v in mart.items()]
+    )
     con.close()
-    assert python
+    assert python and set(intervals) == set(mart)
     for row in python:
         n, pearson, spearman, auc = mart[(row["scorer"], row["reference"], row["attribute"])]
         assert n == row["n"]
@@ -104,6 +115,19 @@ def test_scorer_agreement_mart_matches_python_metrics(loaded_db):
             assert (sql_value is None) == (py_value is None)
             if py_value is not None:
                 assert sql_value == pytest.approx(py_value, abs=1e-9)
+    # The mart's intervals are the ones `eval scorers` prints, and each holds its figure.
+    for expected_row in printed:
+        key = (expected_row["scorer"], expected_row["reference"], expected_row["attribute"])
+        n, pearson, spearman, auc = mart[key]
+        *ends, ci_posts, method = intervals[key]
+        assert ci_posts == n and method == "percentile bootstrap, 2000 resamples, seed 20240308"
+        for name, figure, (low, high) in zip(("pearson", "spearman", "auc"), (pearson, spearman, auc),
+                                             (ends[0:2], ends[2:4], ends[4:6]), strict=True):  # fmt: skip
+            expected = expected_row[f"{name}_ci"]
+            assert (low is None) == (expected is None), (key, name)
+            if expected is not None:
+                assert (low, high) == pytest.approx(tuple(expected), abs=1e-12)
+                assert low <= figure + 1e-9 and figure - 1e-9 <= high and low < high
 
 
 def test_every_mart_is_daily_or_global_by_its_own_config():

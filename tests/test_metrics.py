@@ -231,6 +231,20 @@ def test_correlation_intervals_are_the_bootstrap_of_the_plain_metrics():
     assert correlation_intervals([], []) == {"pearson": None, "spearman": None, "auc": None}
 
 
+def test_above_the_cap_a_subsample_bootstrap_scaled_by_root_m_over_n_matches_the_full_bootstrap():
+    x, y = _random_scores(5, 6000)
+    full = correlation_intervals(x, y, n_resamples=400)
+    capped = correlation_intervals(x, y, n_resamples=400, max_posts=1500)
+    assert correlation_intervals(x, y, n_resamples=400, max_posts=6000) == full  # at the cap: no subsample
+    figures = {"pearson": pearson(x, y), "spearman": spearman(x, y), "auc": roc_auc(x, np.asarray(y) >= 0.5)}
+    for name, figure in figures.items():
+        (low, high), (full_low, full_high) = capped[name], full[name]
+        assert low < figure < high, name
+        # Width within a fifth of the full bootstrap's (a quarter of the posts: the unscaled width is double).
+        assert (high - low) == pytest.approx(full_high - full_low, rel=0.2), name
+        assert (low + high) / 2 == pytest.approx((full_low + full_high) / 2, abs=(full_high - full_low) / 4), name
+
+
 def test_resample_counts_are_the_resampled_indices_block_by_block():
     from bsky_warehouse.metrics import _resample_indices, _resample_weights
 

@@ -3,8 +3,9 @@
     ranks, so Spearman and AUC handle ties exactly as the Python metrics in bsky_warehouse/metrics.py.
     A distilled scorer's score of a post its model version was trained on is replaced by that post's
     out-of-fold prediction (stored at fit time), so no post is judged by a model fitted on it; `evaluated_on`
-    says which values a row compares (as bsky_warehouse/evaluation.py does). -#}
-{{ config(materialized='table', tags=['global']) }}
+    says which values a row compares (as bsky_warehouse/evaluation.py does). The figures without their
+    intervals: `scorer_agreement` (a Python model) adds those, so this is a view nobody needs to read. -#}
+{{ config(materialized='view', tags=['global']) }}
 
 with long as (
     unpivot (
