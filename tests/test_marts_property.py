@@ -156,7 +156,10 @@ def differences(incremental: dict[str, list[tuple]], full: dict[str, list[tuple]
 def seeds() -> list[int]:
     if os.environ.get(SEED_ENV):
         return [int(os.environ[SEED_ENV])]
-    rng = random.SystemRandom()
+    # New sequences every session; under pytest-xdist every worker must collect the same ones, so they come from
+    # the run's shared id there.
+    run_id = os.environ.get("PYTEST_XDIST_TESTRUNUID")
+    rng = random.Random(run_id) if run_id else random.SystemRandom()
     return [rng.randrange(10**9) for _ in range(int(os.environ.get(SEQUENCES_ENV, "1")))]
 
 
