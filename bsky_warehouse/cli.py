@@ -844,7 +844,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev_compare.add_argument("a", help="labeler/model (e.g. import/gpt-4) or scorer:name")
     ev_compare.add_argument("b", help="the other system, of the same kind")
     ev_compare.add_argument("--task", required=True,
-                            help="sociopolitical, ideology or ideology_given_sociopolitical for labelers; "
+                            help="sociopolitical, ideology, ideology_given_sociopolitical or ideology_both_labelled "
+                            "for labelers; "
                             "an attribute (e.g. toxicity) for scorers")  # fmt: skip
     ev_compare.add_argument("--reference", default=REFERENCE_SCORER, help="reference scorer (scorer comparisons)")
     ev_compare.add_argument("--json", action="store_true", help="print the comparison as JSON")

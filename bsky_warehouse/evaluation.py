@@ -12,8 +12,9 @@ the two to each other.
 from __future__ import annotations
 
 import csv
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import duckdb
 
@@ -105,14 +106,29 @@ def _hand_labels(path: Path) -> dict[str, tuple[bool | None, str | None]]:
 # hand ideology, where a labeler that called the post not sociopolitical, gave no ideology or failed is wrong
 # (its answer is NO_ANSWER). Leaving those posts out would drop exactly the posts the labeler got wrong on the
 # first question and flatter it on the second; that conditional figure is `ideology_given_sociopolitical`,
-# its own task, never the ideology accuracy.
+# its own task, never the ideology accuracy. `ideology_both_labelled` is the first labels issue's reading (#4:
+# "over posts hand-labelled civic where both ideology labels are non-empty"): the labeler's ideology as its file
+# recorded it, even on a post it called not sociopolitical (the pilot's Llama-3 write `unclear` there), so a
+# placeholder that happens to equal the hand label counts as right; reported beside `ideology`, never instead.
 SOCIOPOLITICAL, IDEOLOGY, IDEOLOGY_GIVEN_SOCIOPOLITICAL = "sociopolitical", "ideology", "ideology_given_sociopolitical"
-LABELER_TASKS = (SOCIOPOLITICAL, IDEOLOGY, IDEOLOGY_GIVEN_SOCIOPOLITICAL)
+IDEOLOGY_BOTH_LABELLED = "ideology_both_labelled"
+LABELER_TASKS = (SOCIOPOLITICAL, IDEOLOGY, IDEOLOGY_GIVEN_SOCIOPOLITICAL, IDEOLOGY_BOTH_LABELLED)
 NO_ANSWER = "none"
 
 
+class Answer(NamedTuple):
+    """A labeler's answer for one post: (uri, is_sociopolitical, ideology) and, for a label file's row, the
+    ideology it recorded for a post it called not sociopolitical (`dropped_ideology`). `social` None is a
+    failed answer."""
+
+    uri: str
+    social: bool | None
+    ideology: str | None
+    dropped_ideology: str | None = None
+
+
 def task_pairs(
-    labels: list[tuple[str, bool | None, str | None]], hand: dict[str, tuple[bool | None, str | None]]
+    labels: Sequence[tuple], hand: dict[str, tuple[bool | None, str | None]]
 ) -> dict[str, tuple[list[str], list[str]]]:
     """(truth, predicted) per task over the posts a labeler was asked about (`ok` or `failed`; `social` None
     is a failed answer).
@@ -120,7 +136,9 @@ def task_pairs(
     sociopolitical: posts with a hand sociopolitical label; a failed answer is NO_ANSWER. ideology: posts
     hand-labelled sociopolitical with a hand ideology; a post the labeler called not sociopolitical, or gave
     no ideology, is NO_ANSWER. ideology_given_sociopolitical: those of the ideology posts the labeler called
-    sociopolitical with an ideology.
+    sociopolitical with an ideology. ideology_both_labelled: those of the ideology posts for which the labeler
+    recorded an ideology (its answer's, or the one its file gave a post it called not sociopolitical).
+    `labels` holds Answer tuples (three fields are enough where no file dropped an ideology).
     """
     pairs: dict[str, tuple[list[str], list[str]]] = {task: ([], []) for task in LABELER_TASKS}
     for task, by_uri in post_task_pairs(labels, hand).items():
@@ -131,13 +149,13 @@ def task_pairs(
 
 
 def post_task_pairs(
-    labels: list[tuple[str, bool | None, str | None]], hand: dict[str, tuple[bool | None, str | None]]
+    labels: Sequence[tuple], hand: dict[str, tuple[bool | None, str | None]]
 ) -> dict[str, dict[str, tuple[str, str]]]:
     """task → uri → (truth, predicted), by the definitions of `task_pairs`; keyed by post so two labelers can
     be compared on the posts both answered."""
     out: dict[str, dict[str, tuple[str, str]]] = {task: {} for task in LABELER_TASKS}
     name = {True: "sociopolitical", False: "not_sociopolitical"}
-    for uri, social, ideology in labels:
+    for uri, social, ideology, dropped in (Answer(*label) for label in labels):
         if uri not in hand:
             continue
         hand_social, hand_ideology = hand[uri]
@@ -148,6 +166,9 @@ def post_task_pairs(
             out[IDEOLOGY][uri] = (hand_ideology, ideology if answered else NO_ANSWER)
             if answered:
                 out[IDEOLOGY_GIVEN_SOCIOPOLITICAL][uri] = (hand_ideology, ideology)
+            recorded = ideology if social is not None and ideology is not None else dropped
+            if social is not None and recorded is not None:
+                out[IDEOLOGY_BOTH_LABELLED][uri] = (hand_ideology, recorded)
     return out
 
 
@@ -176,14 +197,15 @@ def agreement_figures(truth: list[str], predicted: list[str]) -> dict[str, Any]:
 
 def labeler_answers(
     con: duckdb.DuckDBPyConnection, labeler: str, model: str, prompt_version: str | None = None
-) -> list[tuple[str, bool | None, str | None]]:
-    """(uri, is_sociopolitical, ideology) of every post the labeler was asked about, `ok` or `failed` (a failed
-    answer is (uri, None, None)); `skipped` posts (never asked, e.g. not in an import file) are not its answers."""
+) -> list[Answer]:
+    """The Answer of every post the labeler was asked about, `ok` or `failed` (a failed answer is (uri, None,
+    None, None)); `skipped` posts (never asked, e.g. not in an import file) are not its answers."""
     return [
-        (uri, social, ideology)
-        for uri, social, ideology in con.execute(
+        Answer(*row)
+        for row in con.execute(
             """SELECT uri, CASE WHEN status = 'ok' THEN is_sociopolitical END,
-                      CASE WHEN status = 'ok' THEN political_ideology END
+                      CASE WHEN status = 'ok' THEN political_ideology END,
+                      CASE WHEN status = 'ok' THEN dropped_ideology END
                FROM llm_labels
                WHERE status IN ('ok', 'failed') AND labeler = $l AND model = $m
                  AND ($p IS NULL OR prompt_version = $p)

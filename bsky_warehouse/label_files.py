@@ -368,10 +368,12 @@ def _label_rows(
                 raise RowError(f"{REASON_UNKNOWN_LABEL}: {exc}") from None
             if social is None:
                 raise RowError(f"missing_label: column {label_col} is empty")
+            dropped = None
             if not social and ideology is not None and drop_ideology_on_non_sociopolitical:
                 # Some recorded labelers (Llama-3 in the 2024 pilot) fill the ideology column with a
-                # placeholder on non-sociopolitical posts; the table contract keeps ideology for those null.
-                ideology = None
+                # placeholder on non-sociopolitical posts; the table contract keeps ideology for those null,
+                # and the row keeps what the file said apart (LabelResult.dropped_ideology).
+                ideology, dropped = None, ideology
             if not social and ideology is not None:
                 raise RowError(f"{REASON_IDEOLOGY_ON_NON_SOCIOPOLITICAL}: {ideology}")
             if social and ideology is None:
@@ -381,7 +383,7 @@ def _label_rows(
             continue
         rationale = row.get(rationale_col) if rationale_col else None
         rationale = None if is_empty(rationale) else str(rationale).strip()
-        yield LabelResult(uri, "ok", None, social, ideology, rationale)
+        yield LabelResult(uri, "ok", None, social, ideology, rationale, dropped)
 
 
 REASON_NOT_IN_FILE = "not_in_label_file"

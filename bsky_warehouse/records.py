@@ -80,7 +80,12 @@ class ScoreResult:
 
 @dataclass
 class LabelResult:
-    """One post's sociopolitical label. `political_ideology` is set only when `is_sociopolitical`."""
+    """One post's sociopolitical label. `political_ideology` is set only when `is_sociopolitical`.
+
+    `dropped_ideology`: an ideology a label file recorded for a post it called not sociopolitical, which the
+    answer rule keeps out of `political_ideology` (the 2024 pilot's Llama-3 fill its ideology column with
+    `unclear` there). Kept so the evaluation can also report the figure over every post both sources gave an
+    ideology (`ideology_both_labelled`); never an answer."""
 
     uri: str
     status: Status
@@ -88,6 +93,7 @@ class LabelResult:
     is_sociopolitical: bool | None = None
     political_ideology: str | None = None
     rationale: str | None = None
+    dropped_ideology: str | None = None
 
 
 class Scorer(Protocol):

@@ -128,7 +128,8 @@ TABLES: dict[str, str] = {
             rationale VARCHAR,
             labeled_at TIMESTAMPTZ NOT NULL,
             partition_date DATE NOT NULL,
-            source_digest VARCHAR
+            source_digest VARCHAR,
+            dropped_ideology VARCHAR
         )""",
     # Author history scans (#6): their own sampling frame, so their own tables (see authors.py).
     "author_scans": """
@@ -325,6 +326,7 @@ TABLES: dict[str, str] = {
 # was, so every writing connection adds them (a no-op once present). At the end of the table, as in CREATE.
 COLUMNS_ADDED: tuple[str, ...] = (
     "ALTER TABLE llm_labels ADD COLUMN IF NOT EXISTS source_digest VARCHAR",
+    "ALTER TABLE llm_labels ADD COLUMN IF NOT EXISTS dropped_ideology VARCHAR",
     "ALTER TABLE toxicity_scores ADD COLUMN IF NOT EXISTS inclusion_probability DOUBLE DEFAULT 1.0",
 )
 

@@ -188,9 +188,17 @@ def test_an_ok_answer_has_an_ideology_exactly_when_sociopolitical():
         {"status": "ok", "is_sociopolitical": None, "political_ideology": None},
         {"status": "failed", "is_sociopolitical": None, "political_ideology": None},
         {"status": "failed", "is_sociopolitical": None, "political_ideology": "left"},
+        # A label file's ideology on a post it called not sociopolitical is kept apart, and only there.
+        {"status": "ok", "is_sociopolitical": False, "political_ideology": None, "dropped_ideology": "unclear"},
+        {"status": "ok", "is_sociopolitical": True, "political_ideology": "left", "dropped_ideology": "unclear"},
+        {"status": "failed", "is_sociopolitical": None, "political_ideology": None, "dropped_ideology": "left"},
     ]
-    types = {"status": "VARCHAR", "is_sociopolitical": "BOOLEAN", "political_ideology": "VARCHAR"}
-    assert _eval(answer_consistent_sql(), rows, types) == [True, True, False, False, False, True, False]
+    rows = [{"dropped_ideology": None, **row} for row in rows]
+    types = {"status": "VARCHAR", "is_sociopolitical": "BOOLEAN", "political_ideology": "VARCHAR",
+             "dropped_ideology": "VARCHAR"}  # fmt: skip
+    assert _eval(answer_consistent_sql(), rows, types) == [
+        True, True, False, False, False, True, False, True, False, False,
+    ]  # fmt: skip
 
 
 def test_filter_reason_blank_counts_as_unset():

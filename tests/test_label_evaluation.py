@@ -5,6 +5,10 @@ the post not civic, or gave no ideology, is wrong on it. The expected figures he
 vendored CSVs with the plain csv module (no project reader, no import option), and the warehouse's `eval
 labels`, `marts.labeler_agreement` (per day, summed) and `marts.labeler_agreement_total` must match them, on
 the whole file (179 posts) and on the demo's warehouse, where 3 deleted sample posts leave 176.
+
+`ideology_both_labelled` is the first labels issue's reading, the one the table in #20 was computed with: posts
+hand-labelled civic where both ideology columns are non-empty, the model's column as written (Llama-3's
+`unclear` on a post it called not civic included). The issue's table figures are pinned for it.
 """
 
 from __future__ import annotations
@@ -42,10 +46,13 @@ TOLERANCE = 0.001
 # (n, accuracy) by the definition over the whole pilot file, and the conditional figure (given the model
 # said civic); computed by hand from pilot_posts_llm_labels.csv, pinned so that a change to the file shows.
 WHOLE_FILE = {
-    "gpt-4": {"ideology": (179, 0.659), "ideology_given_sociopolitical": (147, 0.803)},
-    "llama-3-70b": {"ideology": (179, 0.447), "ideology_given_sociopolitical": (111, 0.721)},
-    "llama-3-8b": {"ideology": (179, 0.380), "ideology_given_sociopolitical": (113, 0.602)},
-}
+    "gpt-4": {"ideology": (179, 0.659), "ideology_given_sociopolitical": (147, 0.803),
+              "ideology_both_labelled": (147, 0.803)},
+    "llama-3-70b": {"ideology": (179, 0.447), "ideology_given_sociopolitical": (111, 0.721),
+                    "ideology_both_labelled": (179, 0.469)},
+    "llama-3-8b": {"ideology": (179, 0.380), "ideology_given_sociopolitical": (113, 0.602),
+                   "ideology_both_labelled": (179, 0.397)},
+}  # fmt: skip
 
 
 def uri_by_link() -> dict[str, str]:
@@ -72,6 +79,9 @@ def from_csv(model: str, uris: set[str] | None = None) -> dict[str, tuple[int, f
                 hits["ideology"].append(said_civic == "civic" and said_ideology == hand_ideology)
                 if said_civic == "civic" and said_ideology:
                     hits["ideology_given_sociopolitical"].append(said_ideology == hand_ideology)
+                # both ideology columns non-empty: the model's as written, whatever it said about civic
+                if said_ideology:
+                    hits["ideology_both_labelled"].append(said_ideology == hand_ideology)
     return {task: (len(v), sum(v) / len(v)) for task, v in hits.items()}
 
 
@@ -94,7 +104,8 @@ def test_whole_file_through_the_import_reader_matches_the_csvs(model: str):
         drop_ideology_on_non_sociopolitical=config["import_drop_ideology_on_non_sociopolitical"],
     )  # fmt: skip
     labels = [(r.uri, r.is_sociopolitical if r.status == "ok" else None,
-               r.political_ideology if r.status == "ok" else None) for r in results]  # fmt: skip
+               r.political_ideology if r.status == "ok" else None,
+               r.dropped_ideology if r.status == "ok" else None) for r in results]  # fmt: skip
     expected = from_csv(model)
     for task, (truth, predicted) in task_pairs(labels, _hand_labels(HAND_LABEL_SEED)).items():
         figures = agreement_figures(truth, predicted)

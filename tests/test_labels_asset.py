@@ -12,7 +12,7 @@ import pytest
 from dagster import AssetKey, DagsterInstance
 
 from bsky_warehouse.cli import dbt_fed_by
-from bsky_warehouse.evaluation import HAND_LABEL_SEED, _hand_labels, labeler_agreement, task_pairs
+from bsky_warehouse.evaluation import HAND_LABEL_SEED, LABELER_TASKS, _hand_labels, labeler_agreement, task_pairs
 from bsky_warehouse.instrument import PROMPT_VERSION
 from bsky_warehouse.metrics import accuracy, macro_f1
 from bsky_warehouse.partitions import DayWindow
@@ -33,7 +33,8 @@ def direct_from_pilot_csv(model: str, uris: set[str]) -> dict[str, tuple[float, 
     """The recorded labelers' accuracy computed straight from the pilot's file, on the posts in the warehouse.
 
     Ideology: every post hand-labelled civic with a hand ideology; an ideology the model gave a post it called
-    non-sociopolitical is a placeholder, so that post is a miss (`none`). The conditional figure is its own task.
+    non-sociopolitical is a placeholder, so that post is a miss (`none`). The conditional figure is its own task,
+    and so is the reading over every post whose ideology both columns give (the placeholder counting as written).
     """
     handle_to_did = {}
     with (REFERENCE_DIR / "pilot_posts_perspective.csv").open(newline="", encoding="utf-8") as fh:
@@ -56,6 +57,9 @@ def direct_from_pilot_csv(model: str, uris: set[str]) -> dict[str, tuple[float, 
             if hand == "civic" and row["political_ideology_hand_label"] and ideology:
                 truth["ideology_given_sociopolitical"].append(IDEOLOGY[row["political_ideology_hand_label"]])
                 pred["ideology_given_sociopolitical"].append(IDEOLOGY[ideology])
+            if hand == "civic" and row["political_ideology_hand_label"] and row[ideology_col]:
+                truth["ideology_both_labelled"].append(IDEOLOGY[row["political_ideology_hand_label"]])
+                pred["ideology_both_labelled"].append(IDEOLOGY[row[ideology_col]])
     del handle_to_did
     return {task: (accuracy(truth[task], pred[task]), len(truth[task])) for task in truth}
 
@@ -65,9 +69,7 @@ def test_eval_reproduces_the_recorded_labelers_accuracies(recorded_labels_db):
     rows = labeler_agreement(con)
     uris = {r[0] for r in con.execute("SELECT uri FROM cleaned_posts").fetchall()}
     con.close()
-    assert {(r["model"], r["task"]) for r in rows} == {
-        (m, t) for m in RECORDED_MODELS for t in ("sociopolitical", "ideology", "ideology_given_sociopolitical")
-    }
+    assert {(r["model"], r["task"]) for r in rows} == {(m, t) for m in RECORDED_MODELS for t in LABELER_TASKS}
     for row in rows:
         expected_accuracy, expected_n = direct_from_pilot_csv(row["model"], uris)[row["task"]]
         assert row["n"] == expected_n
@@ -86,7 +88,7 @@ def test_labeler_agreement_mart_matches_python_per_day(recorded_labels_db):
     assert mart
     for day, model, task, n, acc, f1 in mart:
         labels = con.execute(
-            """SELECT uri, is_sociopolitical, political_ideology FROM llm_labels
+            """SELECT uri, is_sociopolitical, political_ideology, dropped_ideology FROM llm_labels
                WHERE status = 'ok' AND model = $m AND partition_date = $d""",
             {"m": model, "d": day},
         ).fetchall()

@@ -93,7 +93,7 @@ def resolve_labeler(config: LabelsConfig, openai: OpenAILabelerResource, vllm: V
 
 
 # What a label says about its post; a stored row is replaced by an import only when one of these differs.
-ANSWER_COLUMNS = ("status", "reason", "is_sociopolitical", "political_ideology", "rationale")
+ANSWER_COLUMNS = ("status", "reason", "is_sociopolitical", "political_ideology", "rationale", "dropped_ideology")
 
 
 def label_columns(result: LabelResult) -> dict[str, Any]:
@@ -103,6 +103,7 @@ def label_columns(result: LabelResult) -> dict[str, Any]:
         "is_sociopolitical": result.is_sociopolitical,
         "political_ideology": result.political_ideology,
         "rationale": result.rationale,
+        "dropped_ideology": result.dropped_ideology,
         "labeled_at": datetime.now(UTC),
     }
 

@@ -91,10 +91,12 @@ def filter_reason_consistent_sql() -> str:
 def answer_consistent_sql() -> str:
     """SQL for the answer rules on labels (README, "Sociopolitical labels"): an ok row has is_sociopolitical,
     and an ideology exactly when it is sociopolitical; a row that is not ok never carries an ideology without
-    a sociopolitical answer."""
-    return """CASE WHEN status = 'ok'
+    a sociopolitical answer. A dropped ideology (a label file's, on a post it called not sociopolitical) is
+    only ever on such an ok row."""
+    return """(CASE WHEN status = 'ok'
                   THEN coalesce(is_sociopolitical = (political_ideology IS NOT NULL), false)
-                  ELSE political_ideology IS NULL OR coalesce(is_sociopolitical, false) END"""
+                  ELSE political_ideology IS NULL OR coalesce(is_sociopolitical, false) END)
+              AND (dropped_ideology IS NULL OR (status = 'ok' AND is_sociopolitical IS NOT DISTINCT FROM false))"""
 
 
 def _with_copies(table: str, key: Sequence[str]) -> str:

@@ -7,6 +7,10 @@
       sociopolitical, gave no ideology or failed answered 'none', which is wrong. Leaving those posts out
       would drop exactly the posts it got wrong on the first question.
     - ideology_given_sociopolitical: the conditional figure, those ideology posts it called sociopolitical.
+    - ideology_both_labelled: those ideology posts for which the labeler recorded an ideology, read as recorded:
+      its answer's, or the one its label file gave a post it called not sociopolitical (`dropped_ideology`,
+      the 2024 pilot's Llama-3 `unclear` placeholder). The first labels issue's definition, never the figure
+      of record.
     Accuracy carries its Wilson 95% interval (z = 1.959963984540054). Macro F1 averages F1 over every class
     that occurs in either the hand labels or the predictions, 'none' excepted (an abstention is a miss of
     the true class, not a class of its own); its bootstrap interval is in `eval labels` only. -#}
@@ -21,7 +25,8 @@ labels as (
     select
         partition_date as day, labeler, model, prompt_version, uri,
         case when status = 'ok' then is_sociopolitical end as is_sociopolitical,
-        case when status = 'ok' then political_ideology end as political_ideology
+        case when status = 'ok' then political_ideology end as political_ideology,
+        case when status = 'ok' then coalesce(political_ideology, dropped_ideology) end as recorded_ideology
     from {{ ref('stg_llm_labels') }}
     where status in ('ok', 'failed'){% if per_day %} and {{ in_window('partition_date') }}{% endif %}
 ),
@@ -56,6 +61,14 @@ pairs as (
     inner join hand as h using (uri)
     where h.hand_sociopolitical and h.hand_ideology is not null
         and l.is_sociopolitical and l.political_ideology is not null
+    union all
+    select
+        l.day, l.labeler, l.model, l.prompt_version, 'ideology_both_labelled' as task,
+        h.hand_ideology as truth,
+        l.recorded_ideology as predicted
+    from labels as l
+    inner join hand as h using (uri)
+    where h.hand_sociopolitical and h.hand_ideology is not null and l.recorded_ideology is not null
 ),
 
 classes as (
