@@ -25,7 +25,7 @@ import shutil
 import signal
 import subprocess
 import tempfile
-from collections.abc import Collection, Iterable, Iterator, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -59,8 +59,20 @@ class WarehouseDbtTranslator(DagsterDbtTranslator):
         return f"dbt_{fqn[1]}" if len(fqn) > 2 else "dbt"
 
 
+class WarehouseDbtCliResource(DbtCliResource):
+    """DbtCliResource without the dbt adapter it loads in this process before every invocation.
+
+    dagster-dbt loads the project and profile into a dbt Core adapter (measured: about 2 s of CPU per invocation
+    here, two invocations per daily run) only so that `fetch_row_counts` and `fetch_column_metadata` can query
+    the built relations; the warehouse uses neither (the dbt process does all the work), and dagster-dbt runs
+    without an adapter when it has none."""
+
+    def _initialize_dbt_core_adapter(self, args: Sequence[str]) -> Any:
+        return None
+
+
 def dbt_resource() -> DbtCliResource:
-    return DbtCliResource(
+    return WarehouseDbtCliResource(
         project_dir=str(DBT_PROJECT_DIR), profiles_dir=str(DBT_PROJECT_DIR), dbt_executable=dbt_executable()
     )
 
