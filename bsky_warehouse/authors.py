@@ -212,7 +212,8 @@ def score_author(
         done = f"""SELECT uri FROM author_toxicity_scores WHERE author_did = $did AND scorer = $scorer
                    AND scorer_version = $scorer_version{not_retryable_sql(retry_failed)}"""
         reused = con.execute(
-            f"""SELECT t.* EXCLUDE (partition_date) FROM toxicity_scores t JOIN author_posts p USING (uri)
+            f"""SELECT t.* EXCLUDE (partition_date, inclusion_probability)
+                FROM toxicity_scores t JOIN author_posts p USING (uri)
                 WHERE p.author_did = $did AND t.scorer = $scorer AND t.scorer_version = $scorer_version
                   AND t.status = 'ok' AND t.uri NOT IN ({done})""",
             params,
