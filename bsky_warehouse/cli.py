@@ -16,7 +16,9 @@ from typing import TYPE_CHECKING, Any
 from bsky_warehouse import settings
 from bsky_warehouse.partitions import DayWindow
 from bsky_warehouse.project import (
+    DBT_MANIFEST,
     DBT_PROJECT_DIR,
+    DOCS_TARGET,
     REFERENCE_DIR,
     REPO_ROOT,
     SAMPLE_DIR,
@@ -350,22 +352,32 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_docs(args: argparse.Namespace) -> int:
+    """Generate the dbt docs site into its own target dir (DOCS_TARGET): `docs generate` rewrites the manifest of
+    the dir it writes to, and the project's own manifest is what every Dagster process loads, so a process starting
+    meanwhile must never read it half-written."""
+    import shutil
+
     prepare_manifest()
     env = settings.dbt_env(_warehouse().db_path)
+    DOCS_TARGET.mkdir(parents=True, exist_ok=True)
+    parsed = DBT_MANIFEST.with_name("partial_parse.msgpack")
+    if parsed.exists():  # start from the project's parse: only the catalog is new work
+        shutil.copyfile(parsed, DOCS_TARGET / parsed.name)
+    target = ["--target-path", str(DOCS_TARGET)]
     with _warehouse().lock():
         subprocess.run(
             [dbt_executable(), "docs", "generate", "--project-dir", str(DBT_PROJECT_DIR),
-             "--profiles-dir", str(DBT_PROJECT_DIR)],
+             "--profiles-dir", str(DBT_PROJECT_DIR), *target],
             check=True, env=env, cwd=DBT_PROJECT_DIR,
         )  # fmt: skip
+    print(f"dbt docs site: {DOCS_TARGET / 'index.html'}")
     if not args.serve:
         return 0
-    target = DBT_PROJECT_DIR / "target"
     print(f"dbt docs on http://{args.host}:{args.port}")
     return subprocess.call(
         [dbt_executable(), "docs", "serve", "--project-dir", str(DBT_PROJECT_DIR), "--profiles-dir",
-         str(DBT_PROJECT_DIR), "--host", args.host, "--port", str(args.port), "--no-browser"],
-        env=env, cwd=target.parent,
+         str(DBT_PROJECT_DIR), "--host", args.host, "--port", str(args.port), "--no-browser", *target],
+        env=env, cwd=DBT_PROJECT_DIR,
     )  # fmt: skip
 
 

@@ -11,6 +11,8 @@ from bsky_warehouse import settings
 REPO_ROOT = settings.PROJECT_ROOT
 DBT_PROJECT_DIR = REPO_ROOT / "dbt_project"
 DBT_MANIFEST = DBT_PROJECT_DIR / "target" / "manifest.json"
+# The dbt docs site (`bsky-warehouse docs`): a target dir of its own, never the one DBT_MANIFEST is read from.
+DOCS_TARGET = DBT_PROJECT_DIR / "target" / "docs_site"
 SAMPLE_DIR = REPO_ROOT / "data" / "sample" / "jetstream"
 REFERENCE_DIR = REPO_ROOT / "data" / "reference"
 

@@ -12,7 +12,7 @@ import time
 import httpx
 import pytest
 
-from bsky_warehouse.project import DBT_PROJECT_DIR, REPO_ROOT
+from bsky_warehouse.project import DBT_MANIFEST, DBT_PROJECT_DIR, DOCS_TARGET, REPO_ROOT
 
 pytestmark = pytest.mark.integration
 
@@ -26,6 +26,7 @@ def free_port() -> int:
 def test_docs_site_serves_and_lists_every_mart(tmp_path):
     port = free_port()
     env = {**os.environ, "BSKY_WAREHOUSE_DB": str(tmp_path / "wh.duckdb")}
+    project_manifest = DBT_MANIFEST.stat().st_mtime_ns
     proc = subprocess.Popen(
         [sys.executable, "-m", "bsky_warehouse.cli", "docs", "--serve", "--port", str(port)],
         cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
@@ -44,7 +45,8 @@ def test_docs_site_serves_and_lists_every_mart(tmp_path):
         assert "dbt" in index.text.lower()
         manifest = httpx.get(f"http://127.0.0.1:{port}/manifest.json", timeout=10).json()
         models = {n["name"] for n in manifest["nodes"].values() if n["resource_type"] == "model"}
-        marts = {p.stem for p in (DBT_PROJECT_DIR / "models" / "marts").glob("*.sql")}
+        marts = {p.stem for p in (DBT_PROJECT_DIR / "models" / "marts").iterdir() if p.suffix in (".sql", ".py")}
+        assert "scorer_agreement" in marts  # a Python model
         assert marts and marts <= models
         for node in manifest["nodes"].values():
             if node["resource_type"] == "model" and node["name"] in marts:
@@ -52,6 +54,8 @@ def test_docs_site_serves_and_lists_every_mart(tmp_path):
                 assert all(c["description"].strip() for c in node["columns"].values()), node["name"]
         assert "bsky-warehouse" in manifest["docs"]["doc.bsky_warehouse.__overview__"]["block_contents"]
         assert manifest["exposures"]
+        # The site has a target dir of its own: the manifest every Dagster process loads was not rewritten.
+        assert (DOCS_TARGET / "catalog.json").is_file() and DBT_MANIFEST.stat().st_mtime_ns == project_manifest
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=20)
