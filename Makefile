@@ -43,9 +43,12 @@ manifest: $(STAMP)
 demo: manifest $(DAGSTER_HOME)/dagster.yaml $(VENV)/.installed-topics
 	$(BIN)/bsky-warehouse demo
 
+# Two pytest workers by default (this kind of machine has 2 cores; each worker holds its own models and Dagster
+# instance). A test file stays on one worker, so its module fixtures are built once. TEST_WORKERS=0: one process.
+TEST_WORKERS ?= 2
 test: manifest $(VENV)/.installed-detoxify $(VENV)/.installed-topics $(VENV)/.installed-browser
 	$(BIN)/ruff check bsky_warehouse tests bench scripts
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 check: manifest $(DAGSTER_HOME)/dagster.yaml
 	BSKY_WAREHOUSE_DB=$${BSKY_CHECK_DB:-$$(mktemp -d)/check.duckdb} $(BIN)/bsky-warehouse check
