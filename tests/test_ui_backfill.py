@@ -20,6 +20,7 @@ from typing import Any
 
 import duckdb
 import pytest
+from dagster import DagsterInstance
 
 from bsky_warehouse.project import REPO_ROOT
 from tests.processes import interrupt_group
@@ -100,6 +101,9 @@ def test_a_backfill_launched_as_the_ui_does_builds_every_day(tmp_path: Path):
     home = tmp_path / "dagster_home"
     home.mkdir()
     shutil.copy(REPO_ROOT / "dagster.yaml", home / "dagster.yaml")
+    # The instance's storage, created once as a deployment does: a webserver and a daemon starting together on a
+    # new home both create its SQLite tables, and the loser dies on "table already exists" (seen on a busy run).
+    DagsterInstance.from_config(str(home)).dispose()
     db = tmp_path / "wh.duckdb"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("LLM_", "VLLM_", "PERSPECTIVE_"))}
     env.update(DAGSTER_HOME=str(home), BSKY_WAREHOUSE_DB=str(db), BSKY_WAREHOUSE_REPORTS=str(tmp_path / "reports"))
