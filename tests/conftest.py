@@ -3,10 +3,19 @@ from __future__ import annotations
 import atexit
 import os
 import shutil
+import signal
 import tempfile
 from pathlib import Path
 
 import pytest
+
+# Tests stop the servers and daemons they start with SIGINT or SIGTERM, and a child inherits an ignored signal. A
+# session started as a background job of a non-interactive shell ignores SIGINT, and Dagster's interrupt set-up
+# then copies that to SIGTERM: every server would outlive its test. The session takes the defaults back.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+if signal.getsignal(signal.SIGTERM) is signal.SIG_IGN:
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 os.environ.setdefault("DO_NOT_TRACK", "1")
 # Tests use ephemeral or temporary Dagster instances, never the developer's run history (`make` exports one, and
