@@ -96,13 +96,14 @@ def fit_quantile_map(
     if not (np.all(np.isfinite(local)) and np.all(np.isfinite(reference))):
         raise BridgeError("quantile mapping needs finite scores")
     probabilities = np.linspace(0.0, 1.0, min(n_knots, len(local)))
-    if weights is None or np.all(np.asarray(weights) == np.asarray(weights)[0]):
-        xs = np.quantile(local, probabilities)
-        ys = np.quantile(reference, probabilities)
-    else:
+    if weights is not None:
         weights = np.asarray(weights, dtype=np.float64)
         if len(weights) != len(local) or not np.all(np.isfinite(weights)) or np.any(weights <= 0):
             raise BridgeError("quantile mapping needs one finite positive weight per post")
+    if weights is None or np.all(weights == weights[0]):
+        xs = np.quantile(local, probabilities)
+        ys = np.quantile(reference, probabilities)
+    else:
         xs = np.quantile(local, probabilities, weights=weights, method="inverted_cdf")
         ys = np.quantile(reference, probabilities, weights=weights, method="inverted_cdf")
     unique, group = np.unique(xs, return_inverse=True)

@@ -135,6 +135,8 @@ def test_weighting_a_biased_sample_recovers_the_population_map_and_equal_weights
     assert np.array_equal(same.local, plain.local) and np.array_equal(same.reference, plain.reference)
     with pytest.raises(BridgeError, match="positive weight"):
         fit_quantile_map(local[:3], reference[:3], 10, weights=np.array([1.0, 0.0, 2.0]))
+    with pytest.raises(BridgeError, match="positive weight"):  # equal weights are checked too
+        fit_quantile_map(local[:3], reference[:3], 10, weights=np.ones(2))
 
 
 def test_knots_must_make_a_monotone_function():
