@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
-from dagster import AssetKey, AssetMaterialization, DagsterInstance
+from dagster import AssetCheckKey, AssetKey, AssetMaterialization, DagsterInstance, JobDefinition
+from dagster._core.definitions.job_base import InMemoryJob
 from dagster._core.definitions.repository_definition.valid_definitions import SINGLETON_REPOSITORY_NAME
+from dagster._core.execution.api import create_execution_plan, execute_run
+from dagster._core.execution.execute_in_process import merge_run_tags
+from dagster._core.execution.job_execution_result import JobExecutionResult
+from dagster._core.remote_origin import ManagedGrpcPythonEnvCodeLocationOrigin, RemoteJobOrigin, RemoteRepositoryOrigin
+from dagster._core.snap import snapshot_from_execution_plan
 from dagster._core.storage.tags import REPOSITORY_LABEL_TAG
+from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
 
 from bsky_warehouse.partitions import RANGE_END_TAG, RANGE_START_TAG, DayWindow
 from bsky_warehouse.resources.bluesky import ArchiveSource
@@ -14,8 +22,9 @@ from bsky_warehouse.resources.warehouse import WarehouseResource
 from bsky_warehouse.run_summary import COUNT_KEYS
 
 # The code location `make ui` and the daemon load (`-m bsky_warehouse.definitions`), and Dagster's name for the
-# repository of a Definitions object. A run launched from the UI carries their label as a tag; the UI lists a
-# job's runs (its Runs tab, the Overview timeline) by that tag, so runs started here carry it too.
+# repository of a Definitions object. A run launched from the UI carries their label as a tag and their names in
+# its origin: the UI lists a job's runs (its Runs tab) by the tag, places them on the Overview timeline and
+# re-executes them by the origin, so runs started here carry both.
 CODE_LOCATION = "bsky_warehouse.definitions"
 REPOSITORY_TAGS = {REPOSITORY_LABEL_TAG: f"{SINGLETON_REPOSITORY_NAME}@{CODE_LOCATION}"}
 
@@ -63,12 +72,14 @@ def run_window(
     # The checks of the selected assets that the job itself holds: a plain `asset_selection` would also pull in
     # checks the job leaves out on purpose (the freshness checks, which judge the clock, not the run).
     job_checks = {key for key in job.asset_layer.asset_graph.asset_check_keys if key.asset_key in keys}
-    job = job.get_subset(asset_selection=keys, asset_check_selection=job_checks if checks else set())
-    result = job.execute_in_process(
-        instance=instance,
+    result = execute_located_run(
+        job,
+        instance,
         run_config={"loggers": {"console": {"config": {"log_level": log_level}}}, **(run_config or {})},
-        tags={**REPOSITORY_TAGS, RANGE_START_TAG: days[0].isoformat(), RANGE_END_TAG: days[-1].isoformat()},
+        tags={RANGE_START_TAG: days[0].isoformat(), RANGE_END_TAG: days[-1].isoformat()},
         raise_on_error=raise_on_error,
+        asset_selection=keys,
+        asset_check_selection=job_checks if checks else set(),
     )
     return {**summarize_run(result), "window": [str(window.start), str(window.end)]}
 
@@ -90,14 +101,76 @@ def run_job(
     if db_path:
         overrides["warehouse"] = WarehouseResource(path=db_path)
     job = build_definitions(**overrides).resolve_job_def(job_name)
-    result = job.execute_in_process(
-        instance=instance,
-        partition_key=partition_key,
+    result = execute_located_run(
+        job,
+        instance,
         run_config={"loggers": {"console": {"config": {"log_level": log_level}}}, **(run_config or {})},
-        tags=REPOSITORY_TAGS,
+        partition_key=partition_key,
         raise_on_error=raise_on_error,
     )
     return summarize_run(result)
+
+
+def job_origin(job_name: str) -> RemoteJobOrigin:
+    """The origin a run of `job_name` has when the webserver or daemon launches it from the project's code location.
+
+    Only the location's and repository's names identify it to the UI, which finds the job in its own workspace by
+    them (to re-execute a run, or to place it on the Overview timeline).
+    """
+    target = LoadableTargetOrigin(executable_path=sys.executable, module_name=CODE_LOCATION)
+    location = ManagedGrpcPythonEnvCodeLocationOrigin(loadable_target_origin=target, location_name=CODE_LOCATION)
+    return RemoteJobOrigin(RemoteRepositoryOrigin(location, SINGLETON_REPOSITORY_NAME), job_name)
+
+
+def execute_located_run(
+    job: JobDefinition,
+    instance: DagsterInstance,
+    run_config: dict[str, Any],
+    tags: dict[str, str] | None = None,
+    raise_on_error: bool = True,
+    partition_key: str | None = None,
+    asset_selection: set[AssetKey] | None = None,
+    asset_check_selection: set[AssetCheckKey] | None = None,
+) -> JobExecutionResult:
+    """Execute `job` in this process, as `execute_in_process` does, but as a run recorded with its code location.
+
+    `execute_in_process` records a run without an origin, which the UI cannot re-execute ("Re-execute" fails) or
+    place on the Overview timeline. This creates the run as a launched run is created (its origin, its asset and
+    check selection, so a re-execution rebuilds the same steps) and executes it in process with the job's resources.
+    """
+    ephemeral = job.as_ephemeral_job(resource_defs={}, input_values={})
+    selected = list(asset_selection) if asset_selection is not None else None
+    run_tags = merge_run_tags(ephemeral, partition_key, {**REPOSITORY_TAGS, **(tags or {})}, selected, instance,
+                              run_config)  # fmt: skip
+    subset = InMemoryJob(ephemeral)
+    if asset_selection is not None:
+        subset = subset.get_subset(asset_selection=asset_selection, asset_check_selection=asset_check_selection)
+    plan = create_execution_plan(
+        subset, run_config=run_config, instance_ref=instance.get_ref() if instance.is_persistent else None,
+        tags=run_tags,
+    )  # fmt: skip
+    definition = subset.get_definition()
+    run = instance.create_run(
+        job_name=job.name,
+        run_id=None,
+        run_config=run_config,
+        status=None,
+        tags=run_tags,
+        root_run_id=None,
+        parent_run_id=None,
+        step_keys_to_execute=plan.step_keys_to_execute,
+        execution_plan_snapshot=snapshot_from_execution_plan(plan, definition.get_job_snapshot_id()),
+        job_snapshot=definition.get_job_snapshot(),
+        parent_job_snapshot=definition.get_parent_job_snapshot(),
+        asset_selection=frozenset(asset_selection) if asset_selection is not None else None,
+        asset_check_selection=frozenset(asset_check_selection) if asset_check_selection is not None else None,
+        resolved_op_selection=None,
+        op_selection=None,
+        remote_job_origin=job_origin(job.name),
+        job_code_origin=None,
+        asset_graph=definition.asset_layer.asset_graph,
+    )
+    return execute_run(InMemoryJob(ephemeral), run, instance, raise_on_error=raise_on_error)
 
 
 def run_author_scan(scan_key: str, instance: DagsterInstance, **kwargs: Any) -> dict[str, Any]:

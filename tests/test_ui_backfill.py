@@ -58,6 +58,21 @@ JOB_PAGE_RUNS = """
 query JobPage($selector: PipelineSelector!) {
   pipelineOrError(params: $selector) { ... on Pipeline { runs(limit: 50) { runId status } } }
 }"""
+# What the Overview timeline asks of a run: it places a run in its code location's row by the run's origin.
+RUN_ORIGIN = """
+query RunOrigin($ids: [String!]) {
+  runsOrError(filter: {runIds: $ids}) {
+    ... on Runs { results { runId status parentRunId repositoryOrigin { repositoryName repositoryLocationName } } }
+  }
+}"""
+REEXECUTE = """
+mutation Reexecute($params: ReexecutionParams!) {
+  launchPipelineReexecution(reexecutionParams: $params) {
+    __typename
+    ... on LaunchRunSuccess { run { runId } }
+    ... on PythonError { message }
+  }
+}"""
 MATERIALIZATION = """
 query Mat($key: [String!]!, $partitions: [String!]) {
   assetNodes(assetKeys: [{path: $key}]) {
@@ -95,6 +110,18 @@ def wait_for(what: str, condition, procs: list[subprocess.Popen], logs: list[Pat
             return value
         time.sleep(2)
     pytest.fail(f"no {what} within {WAIT_S:.0f} s; daemon log:\n{logs[-1].read_text()[-4000:]}")
+
+
+def day_rows(db: Path, day: str) -> dict[str, int]:
+    """Rows per table of the pipeline for one day."""
+    tables = ["raw_posts", "cleaned_posts", "toxicity_scores"]
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        sql = "SELECT count(*) FROM {} WHERE partition_date = ?"
+        counts = {t: con.execute(sql.format(t), [day]).fetchone() for t in tables}
+        return {t: row[0] for t, row in counts.items() if row}
+    finally:
+        con.close()
 
 
 def test_a_backfill_launched_as_the_ui_does_builds_every_day(tmp_path: Path):
@@ -164,11 +191,35 @@ def test_a_backfill_launched_as_the_ui_does_builds_every_day(tmp_path: Path):
         cli = subprocess.run(command, cwd=elsewhere, env=env, capture_output=True, text=True, timeout=1500)
         assert cli.returncode == 0, cli.stdout[-2000:] + cli.stderr[-2000:]
         cli_run = json.loads(cli.stdout)["run_id"]
+        cli_day_rows = day_rows(db, "2024-03-13")
         selector = {"pipelineName": "warehouse_daily", "repositoryName": "__repository__",
                     "repositoryLocationName": MODULE}  # fmt: skip
         job_page = graphql(url, JOB_PAGE_RUNS, {"selector": selector})["pipelineOrError"]["runs"]
         assert {cli_run, *(r["runId"] for r in runs)} <= {r["runId"] for r in job_page}
         assert not list(elsewhere.iterdir()), "nothing is written where the command was typed"
+
+        # The UI's "Re-execute" of that CLI run: launched by the daemon from the code location, the same steps.
+        (cli_record,) = graphql(url, RUN_ORIGIN, {"ids": [cli_run]})["runsOrError"]["results"]
+        assert cli_record["repositoryOrigin"] == {"repositoryName": "__repository__", "repositoryLocationName": MODULE}
+        params = {"parentRunId": cli_run, "strategy": "ALL_STEPS"}
+        relaunched = graphql(url, REEXECUTE, {"params": params})["launchPipelineReexecution"]
+        assert relaunched["__typename"] == "LaunchRunSuccess", relaunched
+        child = relaunched["run"]["runId"]
+
+        def reexecuted() -> dict[str, Any] | None:
+            (record,) = graphql(url, RUN_ORIGIN, {"ids": [child]})["runsOrError"]["results"]
+            return record if record["status"] in ("SUCCESS", "FAILURE", "CANCELED") else None
+
+        record = wait_for("re-executed CLI run", reexecuted, procs, logs)
+        assert record["status"] == "SUCCESS", (record, logs[-1].read_text()[-4000:])
+        assert record["parentRunId"] == cli_run
+        instance = DagsterInstance.from_config(str(home))
+        try:
+            parent, rerun = (instance.get_run_by_id(run_id) for run_id in (cli_run, child))
+        finally:
+            instance.dispose()
+        assert rerun.asset_selection == parent.asset_selection
+        assert rerun.asset_check_selection == parent.asset_check_selection
         labels = graphql(url, MATERIALIZATION, {"key": ["llm_labels"], "partitions": DAYS})["assetNodes"][0]
         skipped = [e for m in labels["assetMaterializations"] for e in m["metadataEntries"] if e["label"] == "skipped"]
         assert skipped and all(e.get("text") for e in skipped)  # skipped, saying why, not a failed step
@@ -184,5 +235,6 @@ def test_a_backfill_launched_as_the_ui_does_builds_every_day(tmp_path: Path):
     finally:
         con.close()
     assert set(DAYS) <= set(counted) and all(counted[d] == raw.get(d, 0) for d in DAYS)
+    assert day_rows(db, "2024-03-13") == cli_day_rows  # the re-execution rewrote the CLI's day, nothing doubled
     assert coverage == [(0,)]
     assert (tmp_path / "reports" / DAYS[-1] / "index.html").is_file()
