@@ -7,8 +7,10 @@ per-day spool of Parquet files, `<db>.staging/archive_index/<source>-<archive>/<
 and records the file in `archive_files`. A day's ingest then reads only its own spool (plus the undated lines,
 which every day's run sees, as before).
 
-The outcomes are those of `resources/bluesky.py: file_outcomes`, the same generator the per-day path reads, and
-the spool stores them typed as the staging tables hold them, so the rows that land are the same.
+The outcomes are those of `resources/bluesky.py: file_outcomes`, the generator the per-day path reads: the lines
+DuckDB can vouch for are decided in batches by `events_sql.py` (the same outcomes, several times faster), the rest
+by `events.py` line by line. The spool stores them typed as the staging tables hold them, so the rows that land are
+the same.
 
 Safety: the index is only written under the warehouse lock, and a file's row in `archive_files` is deleted
 before its spool is rewritten and inserted after, so a crash leaves a file without a row (re-indexed on the next
@@ -31,11 +33,11 @@ from typing import Any, Literal
 
 import duckdb
 
-from bsky_warehouse import events
+from bsky_warehouse import events, events_sql
 from bsky_warehouse.events import Outcome, printable_raw
 from bsky_warehouse.ingest import IngestStats, create_stage_tables
 from bsky_warehouse.resources import bluesky
-from bsky_warehouse.resources.bluesky import archive_files, display_path, file_outcomes
+from bsky_warehouse.resources.bluesky import MAX_LINE_BYTES, archive_files, display_path, file_lines, line_outcome
 from bsky_warehouse.resources.warehouse import WarehouseResource, insert_rows, transaction
 from bsky_warehouse.schema import POST_RECORD_COLUMNS
 
@@ -43,6 +45,8 @@ INDEX_DIR = "archive_index"
 HEAD_TAIL_BYTES = 1 << 16  # hashed from each end of a file; a file up to twice this is hashed whole
 UNDATED = "undated"  # the route of lines with no trustworthy day
 SPOOL_CHUNK = 50_000  # outcomes held in Python before they are written out
+# Lines handed to DuckDB's fast path at once: two of DuckDB's row groups (122,880 rows each), so both cores work.
+FAST_CHUNK = 245_760
 SpoolKind = Literal["posts", "deletes", "rejects", "counts"]
 SPOOL_KINDS: tuple[SpoolKind, ...] = ("posts", "deletes", "rejects", "counts")
 
@@ -55,11 +59,17 @@ _SPOOL_DDL: dict[SpoolKind, str] = {
     "counts": "CREATE TABLE counts (kind VARCHAR, reason VARCHAR, n BIGINT, route VARCHAR NOT NULL)",
 }
 
+# The columns of the posts spool, in its order, from the fast path's `fast_lines`.
+_POST_SPOOL_COLUMNS = (
+    "uri, cid, author_did, text, created_at, langs, reply_parent_uri, reply_root_uri, embed_type, facets, labels, "
+    "time_us, day::VARCHAR AS route"
+)
+
 
 def parser_version() -> str:
     """A digest of the code that decides outcomes: a parser change re-indexes every file, never mixes versions."""
     digest = hashlib.blake2b(digest_size=8)
-    for module in (events, bluesky):
+    for module in (events, events_sql, bluesky):
         digest.update(Path(module.__file__ or "").read_bytes())
     return digest.hexdigest()
 
@@ -135,6 +145,8 @@ class _SpoolWriter:
         self.pending = 0
         self.routes: dict[date | None, str] = {}
         self.index = FileIndex()
+        self.batch_lines: list[int] = []  # the fast path's pending batch: line numbers and their text
+        self.batch_texts: list[str] = []
 
     def add(self, file: str, line_no: int, raw: bytes, outcome: Outcome) -> None:
         where = self.routes.get(outcome.day)
@@ -157,14 +169,54 @@ class _SpoolWriter:
         if self.pending >= SPOOL_CHUNK:
             self.flush()
 
-    def _copy(self, kind: SpoolKind) -> None:
-        """Write a table's rows as one more Parquet file per route, then empty it."""
-        if self.con.execute(f"SELECT count(*) FROM {kind}").fetchall()[0][0]:
-            target = (self.folder / kind).as_posix()
-            self.con.execute(
-                f"COPY {kind} TO '{target}' (FORMAT parquet, PARTITION_BY (route), WRITE_PARTITION_COLUMNS true, "
-                f"FILENAME_PATTERN 'c{self.chunks}_{{i}}', OVERWRITE_OR_IGNORE)"
-            )
+    def add_fast(self, file: str, first_day: date | None) -> None:
+        """The pending batch through DuckDB's fast path (events_sql.py); the lines it leaves go to `add`."""
+        line_nos, texts = self.batch_lines, self.batch_texts
+        if not texts:
+            return
+        self.batch_lines, self.batch_texts = [], []
+        result = events_sql.classify(self.con, texts, first_day)
+        for pos in result.slow:
+            raw = texts[pos].encode("utf-8")  # the line's own bytes: they decoded as UTF-8
+            self.add(file, line_nos[pos], *line_outcome(raw, len(raw), first_day))
+        kinds: Counter[str] = Counter()
+        for day, kind, n in self.con.execute("SELECT day, kind, count(*) FROM fast_lines GROUP BY ALL").fetchall():
+            self.index.counts[(day.isoformat(), kind, "other_collection" if kind == "ignore" else None)] += n
+            self.index.lines += n
+            kinds[kind] += n
+        if kinds["post"]:
+            self._copy("posts", f"SELECT {_POST_SPOOL_COLUMNS} FROM fast_lines WHERE kind = 'post'")
+        if kinds["delete"]:
+            self._copy("deletes", "SELECT uri, deleted_at, time_us, day::VARCHAR AS route FROM fast_lines "
+                                  "WHERE kind = 'delete'")  # fmt: skip
+        self.chunks += 1
+
+    def add_line(self, file: str, line_no: int, data: bytes, length: int, first_day: date | None) -> None:
+        """One line of the file: batched for the fast path when DuckDB can read it, otherwise parsed here."""
+        if length <= MAX_LINE_BYTES:
+            try:
+                text = data.decode("utf-8")
+            except UnicodeDecodeError:
+                pass
+            else:
+                self.batch_lines.append(line_no)
+                self.batch_texts.append(text)
+                if len(self.batch_texts) >= FAST_CHUNK:
+                    self.add_fast(file, first_day)
+                return
+        self.add(file, line_no, *line_outcome(data, length, first_day))
+
+    def _copy(self, kind: SpoolKind, rows: str | None = None) -> None:
+        """Write a table's rows as one more Parquet file per route, then empty it; or, given `rows` (a query with
+        the table's columns), write those."""
+        if rows is None and not self.con.execute(f"SELECT count(*) FROM {kind}").fetchall()[0][0]:
+            return
+        target = (self.folder / kind).as_posix()
+        self.con.execute(
+            f"COPY ({rows or f'SELECT * FROM {kind}'}) TO '{target}' (FORMAT parquet, PARTITION_BY (route), "
+            f"WRITE_PARTITION_COLUMNS true, FILENAME_PATTERN 'c{self.chunks}_{{i}}', OVERWRITE_OR_IGNORE)"
+        )
+        if rows is None:
             self.con.execute(f"DELETE FROM {kind}")
 
     def flush(self) -> None:
@@ -188,6 +240,7 @@ def spool_connection() -> duckdb.DuckDBPyConnection:
     con = duckdb.connect()
     con.execute("SET TimeZone = 'UTC'")
     con.execute("SET memory_limit = '256MB'")
+    con.execute("SET preserve_insertion_order = false")  # spool rows have no order; unordered writes run in parallel
     return con
 
 
@@ -198,12 +251,13 @@ def spool_file(
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
     writer = _SpoolWriter(con, folder)
-    try:
-        for line_no, raw, outcome in file_outcomes(path, first_day):
-            writer.add(relative, line_no, raw, outcome)
-    finally:
-        index = writer.close()
-    return index
+    for line_no, data, length, fault in file_lines(path):
+        if fault is None:
+            writer.add_line(relative, line_no, data, length, first_day)
+        else:
+            writer.add(relative, line_no, data, Outcome("reject", reason=fault.reason))
+    writer.add_fast(relative, first_day)
+    return writer.close()
 
 
 @dataclass

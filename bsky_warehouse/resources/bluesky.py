@@ -129,16 +129,26 @@ def line_outcome(data: bytes, length: int, first_day: date | None) -> tuple[byte
     return data, outcome if first_day is None else within_partitions(outcome, first_day)
 
 
-def file_outcomes(path: Path, first_day: date | None = None) -> Iterator[tuple[int, bytes, Outcome]]:
-    """(1-based line number, raw line, outcome) for every line of one file; a fault ends the file with one undated
-    reject at the line where it broke, whose raw text says what went wrong."""
+def file_lines(path: Path) -> Iterator[tuple[int, bytes, int, FileFault | None]]:
+    """(1-based line number, line, its full length, None) for every line of one file; a fault ends the file with
+    (the line where it broke, what went wrong, 0, the fault)."""
     line_no = 0
     try:
         for line_no, (data, length) in enumerate(split_lines(archive_chunks(path)), start=1):
-            yield (line_no, *line_outcome(data, length, first_day))
+            yield line_no, data, length, None
     except FileFault as fault:
         # The detail may quote a file name that is not UTF-8 (surrogate-escaped): keep it visible, never raise.
-        yield line_no + 1, fault.detail.encode("utf-8", "backslashreplace"), Outcome("reject", reason=fault.reason)
+        yield line_no + 1, fault.detail.encode("utf-8", "backslashreplace"), 0, fault
+
+
+def file_outcomes(path: Path, first_day: date | None = None) -> Iterator[tuple[int, bytes, Outcome]]:
+    """(1-based line number, raw line, outcome) for every line of one file; a fault ends the file with one undated
+    reject at the line where it broke, whose raw text says what went wrong."""
+    for line_no, data, length, fault in file_lines(path):
+        if fault is None:
+            yield (line_no, *line_outcome(data, length, first_day))
+        else:
+            yield line_no, data, Outcome("reject", reason=fault.reason)
 
 
 def archive_files(directory: Path) -> list[Path]:
