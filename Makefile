@@ -48,6 +48,7 @@ demo: manifest $(DAGSTER_HOME)/dagster.yaml $(VENV)/.installed-topics
 TEST_WORKERS ?= 2
 test: manifest $(VENV)/.installed-detoxify $(VENV)/.installed-topics $(VENV)/.installed-browser
 	$(BIN)/ruff check bsky_warehouse tests bench scripts
+	$(BIN)/ruff format --check bsky_warehouse tests bench scripts
 	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 check: manifest $(DAGSTER_HOME)/dagster.yaml

@@ -47,9 +47,7 @@ def step_seconds(dagster_home: Path) -> dict[str, float]:
         if not runs:
             return {}
         stats = instance.get_run_step_stats(runs[0].run_id)
-    return {
-        s.step_key: round(s.end_time - s.start_time, 2) for s in stats if s.start_time is not None and s.end_time
-    }
+    return {s.step_key: round(s.end_time - s.start_time, 2) for s in stats if s.start_time is not None and s.end_time}
 
 
 def timed_materialize(workdir: Path, start: date, end: date, archive: Path | None, first: date) -> dict[str, Any]:
@@ -110,9 +108,7 @@ def main() -> None:
         archive = tiny_archive(tmp / "archive", args.days, args.posts_per_day)
         imports = import_seconds()
         sample = timed_materialize(tmp / "sample", SAMPLE_DAY, SAMPLE_DAY + timedelta(days=1), None, date(2024, 3, 8))
-        short = timed_materialize(
-            tmp / "short", FIRST, FIRST + timedelta(days=args.short_days), archive, FIRST
-        )
+        short = timed_materialize(tmp / "short", FIRST, FIRST + timedelta(days=args.short_days), archive, FIRST)
         long = timed_materialize(tmp / "long", FIRST, FIRST + timedelta(days=args.days), archive, FIRST)
     marginal = (long["wall_s"] - short["wall_s"]) / (args.days - args.short_days)
     figures = {

@@ -905,17 +905,29 @@ def build_parser() -> argparse.ArgumentParser:
 
     rate = sub.add_parser("rate", help="a local page (127.0.0.1) where a coder judges posts and sees their audit")
     rate.add_argument("--rater", required=True, help="who is rating, as human_judgements.rater will say")
-    rate.add_argument("--task", required=True, choices=["toxicity", "sociopolitical", "ideology"],
-                      help="toxicity: 0-4 or unsure; sociopolitical: yes/no; ideology: left/right/moderate/unclear")
+    rate.add_argument(
+        "--task",
+        required=True,
+        choices=["toxicity", "sociopolitical", "ideology"],
+        help="toxicity: 0-4 or unsure; sociopolitical: yes/no; ideology: left/right/moderate/unclear",
+    )
     rate.add_argument("--port", type=int, default=8765, help="port on 127.0.0.1 (default 8765)")
     rate.add_argument("--system", help="whose audit the rater sees (and only posts it answered are drawn): "
                       "scorer:<scorer> or labeler:<labeler>/<model> "
                       f"(default for toxicity: scorer:{DEFAULT_RATE_SCORER})")  # fmt: skip
-    rate.add_argument("--target", type=int, default=40,
-                      help="judgements before the page shows the audit (default 40, what calibration needs)")
+    rate.add_argument(
+        "--target",
+        type=int,
+        default=40,
+        help="judgements before the page shows the audit (default 40, what calibration needs)",
+    )
     rate.add_argument("--topic-model", help="topic_model_version to stratify by (default: the latest fitted)")
-    rate.add_argument("--lock-timeout", type=float, default=120.0,
-                      help="seconds a rating waits for the warehouse lock while a job writes (default 120)")
+    rate.add_argument(
+        "--lock-timeout",
+        type=float,
+        default=120.0,
+        help="seconds a rating waits for the warehouse lock while a job writes (default 120)",
+    )
     rate.set_defaults(func=cmd_rate)
 
     status = sub.add_parser("status", help="last good day per table, missing days, open incidents, failed checks")

@@ -107,7 +107,11 @@ def test_definitions_validate():
 
 # Fitted or indexed on demand over all days: a rater's calibration, the distilled scorer, the archive index.
 UNPARTITIONED = {
-    "rater_calibrations", "distilled_models", "distilled_oof_predictions", "archive_files", "scorer_mappings"
+    "rater_calibrations",
+    "distilled_models",
+    "distilled_oof_predictions",
+    "archive_files",
+    "scorer_mappings",
 }
 
 

@@ -13,7 +13,11 @@ from bsky_warehouse.report import DEFAULT_LOOKBACK_DAYS, REPORTS_ENV, load_repor
 from bsky_warehouse.resources.warehouse import WarehouseResource
 
 REPORT_MARTS = [
-    "daily_toxicity_summary", "daily_sociopolitical_summary", "toxicity_by_ideology", "audit_by_topic", "scorer_bridge"
+    "daily_toxicity_summary",
+    "daily_sociopolitical_summary",
+    "toxicity_by_ideology",
+    "audit_by_topic",
+    "scorer_bridge",
 ]
 
 
