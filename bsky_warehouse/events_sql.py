@@ -42,6 +42,7 @@ from bsky_warehouse.events import (
     decode_line,
     json_text,
 )
+from bsky_warehouse.resources.warehouse import registered
 
 # Anything DuckDB might read differently from Python, anywhere in the line (inside strings too: such a line only
 # loses the fast path).
@@ -203,12 +204,9 @@ def _json_columns(rows: list[tuple[int, str | None, str | None]]) -> tuple[list[
 def classify(con: duckdb.DuckDBPyConnection, lines: list[str], first_day: date | None) -> FastResult:
     """Decide what DuckDB can of `lines` (valid UTF-8, each within the line limit) into `fast_lines`."""
     batch = pd.DataFrame({"pos": np.arange(len(lines), dtype=np.int64), "line": pd.Series(lines, dtype=object)})
-    con.register("fast_batch", batch)
     try:
-        con.execute(f"CREATE OR REPLACE TEMP TABLE fast_parsed AS {PARSE_SQL}")
-    finally:
-        con.unregister("fast_batch")
-    try:
+        with registered(con, "fast_batch", batch):
+            con.execute(f"CREATE OR REPLACE TEMP TABLE fast_parsed AS {PARSE_SQL}")
         con.execute(f"CREATE OR REPLACE TEMP TABLE fast_events AS {EVENT_SQL}")
         con.execute(f"CREATE OR REPLACE TEMP TABLE fast_lines AS {ROW_SQL}")
     finally:
@@ -226,12 +224,9 @@ def classify(con: duckdb.DuckDBPyConnection, lines: list[str], first_day: date |
     con.execute("ALTER TABLE fast_lines ADD COLUMN facets JSON")
     con.execute("ALTER TABLE fast_lines ADD COLUMN labels JSON")
     if columns:
-        con.register("fast_json", pd.DataFrame.from_records(columns))
-        try:
+        with registered(con, "fast_json", pd.DataFrame.from_records(columns)):
             con.execute("UPDATE fast_lines SET facets = j.facets, labels = j.labels FROM fast_json j "
                         "WHERE fast_lines.pos = j.pos")  # fmt: skip
-        finally:
-            con.unregister("fast_json")
     if refused:
         con.execute("DELETE FROM fast_lines WHERE list_contains($refused, pos)", {"refused": sorted(refused)})
     slow = con.execute(
