@@ -22,12 +22,13 @@ from typing import Any
 import duckdb
 import pytest
 from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
+from dagster._core.definitions.run_request import InstigatorType
 
 from bsky_warehouse.feeds import DEFAULT_FEEDS
 from bsky_warehouse.project import REPO_ROOT
 from bsky_warehouse.resources.warehouse import WarehouseResource
 from tests.factories import post_event
-from tests.processes import interrupt_group
+from tests.processes import interrupt_group, wait_for_all
 from tests.servers.appview_server import AppViewServer, feed_view_post
 from tests.servers.jetstream_server import JetstreamServer
 
@@ -84,6 +85,20 @@ def runs_with(home: Path, job: str, status: DagsterRunStatus) -> Callable[[], li
     return lambda: [r for r in runs_of(home, job) if r.status == status]
 
 
+def sensor_cursor(home: Path, sensor: str) -> Callable[[], bool]:
+    """A condition for `wait_for`: the daemon has evaluated the sensor and stored its cursor."""
+
+    def evaluated() -> bool:
+        instance = DagsterInstance.from_config(str(home))
+        try:
+            states = instance.all_instigator_state(instigator_type=InstigatorType.SENSOR)
+        finally:
+            instance.dispose()
+        return any(s.instigator_name == sensor and s.instigator_data and s.instigator_data.cursor for s in states)
+
+    return evaluated
+
+
 def incidents(db: str) -> list[tuple]:
     """Read through the warehouse lock, as every other process does (a bare open would block their writes)."""
     if not Path(db).exists():
@@ -128,24 +143,41 @@ def test_the_daemon_runs_the_schedule_and_sensors_and_records_a_failure(tmp_path
             "BSKY_JETSTREAM_RETENTION_HOURS": "72",
             "BSKY_WAREHOUSE_SCHEDULE_CRON": one_tick_cron(datetime.now(UTC)),
         }
-        for kind, name in (("schedule", "warehouse_yesterday_schedule"), ("sensor", "feed_snapshot_sensor"),
-                           ("sensor", "feed_followup_sensor")):  # fmt: skip
-            started = subprocess.run([sys.executable, "-m", "dagster", kind, "start", name, *MODULE], cwd=REPO_ROOT,
-                                     env=env, capture_output=True, text=True, timeout=600)  # fmt: skip
-            assert started.returncode == 0, started.stdout + started.stderr
-
+        # Turned on from the shell, each command in its own terminal; the daemon starts beside them and takes
+        # each up at its next look (every command imports the code location, about 10 s apiece).
+        turned_on = [
+            subprocess.Popen([sys.executable, "-m", "dagster", kind, "start", name, *MODULE], cwd=REPO_ROOT, env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            for kind, name in (("schedule", "warehouse_yesterday_schedule"), ("sensor", "feed_snapshot_sensor"),
+                               ("sensor", "feed_followup_sensor"))
+        ]  # fmt: skip
         log = tmp_path / "daemon.log"
         with log.open("wb") as out:
             command = [sys.executable, "-m", "dagster._daemon", "run", *MODULE]
             daemon = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
                                       start_new_session=True)  # fmt: skip
         try:
+            for started, output in zip(turned_on, wait_for_all(turned_on), strict=True):
+                assert started.returncode == 0, output
             feed_run = wait_for(
                 "successful feed snapshot run",
                 runs_with(home, "feed_snapshots_job", DagsterRunStatus.SUCCESS),
                 daemon,
                 log,
             )
+            # A forced failure: a snapshot of a feed the AppView does not serve, launched through the daemon's
+            # queue while the follow-up and the scheduled runs go on. After the successful snapshot, which would
+            # close its incident; once the failure sensor has looked, since its first look only notes where the
+            # run history stands and records nothing older.
+            wait_for("failure sensor watching", sensor_cursor(home, "record_failed_runs"), daemon, log)
+            today = now.date().isoformat()
+            bad = {"ops": {"feed_snapshots": {"config": {"feeds": ["at://did:plc:nobody/app.bsky.feed.generator/x"]}}}}
+            launched = subprocess.run(
+                [sys.executable, "-m", "dagster", "job", "launch", "-j", "feed_snapshots_job", *MODULE,
+                 "--config-json", json.dumps(bad), "--tags", json.dumps({"dagster/partition": today})],
+                cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600,
+            )  # fmt: skip
+            assert launched.returncode == 0, launched.stdout + launched.stderr
             daily_run = wait_for(
                 "successful scheduled run",
                 runs_with(home, "warehouse_yesterday", DagsterRunStatus.SUCCESS),
@@ -155,15 +187,6 @@ def test_the_daemon_runs_the_schedule_and_sensors_and_records_a_failure(tmp_path
             followup = wait_for(
                 "successful follow-up run", runs_with(home, "feed_followup", DagsterRunStatus.SUCCESS), daemon, log
             )
-            # A forced failure: a snapshot of a feed the AppView does not serve, launched through the daemon's queue.
-            today = now.date().isoformat()
-            bad = {"ops": {"feed_snapshots": {"config": {"feeds": ["at://did:plc:nobody/app.bsky.feed.generator/x"]}}}}
-            launched = subprocess.run(
-                [sys.executable, "-m", "dagster", "job", "launch", "-j", "feed_snapshots_job", *MODULE,
-                 "--config-json", json.dumps(bad), "--tags", json.dumps({"dagster/partition": today})],
-                cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600,
-            )  # fmt: skip
-            assert launched.returncode == 0, launched.stdout + launched.stderr
             failed = wait_for(
                 "failed run", runs_with(home, "feed_snapshots_job", DagsterRunStatus.FAILURE), daemon, log
             )
