@@ -137,17 +137,19 @@ def test_a_backfill_launched_as_the_ui_does_builds_every_day(tmp_path: Path):
     env.pop("BSKY_WAREHOUSE_START_DATE", None)
     port = free_port()
     url = f"http://127.0.0.1:{port}/graphql"
-    logs = [tmp_path / "webserver.log", tmp_path / "daemon.log"]
-    commands = [
-        [sys.executable, "-m", "dagster_webserver", "-m", MODULE, "-h", "127.0.0.1", "-p", str(port)],
-        [sys.executable, "-m", "dagster._daemon", "run", "-m", MODULE],
-    ]
+    webserver = [sys.executable, "-m", "dagster_webserver", "-m", MODULE, "-h", "127.0.0.1", "-p", str(port)]
+    daemon = [sys.executable, "-m", "dagster._daemon", "run", "-m", MODULE]
     procs: list[subprocess.Popen] = []
+    logs: list[Path] = []
+
+    def start(command: list[str], log: Path) -> None:
+        with log.open("wb") as out:
+            procs.append(subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                          start_new_session=True))  # fmt: skip
+        logs.append(log)
+
     try:
-        for command, log in zip(commands, logs, strict=True):
-            with log.open("wb") as out:
-                procs.append(subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                              start_new_session=True))  # fmt: skip
+        start(webserver, tmp_path / "webserver.log")
 
         def code_location_loaded() -> bool:
             """The webserver answers before it has loaded the definitions: wait for the job's partition set."""
@@ -168,6 +170,19 @@ def test_a_backfill_launched_as_the_ui_does_builds_every_day(tmp_path: Path):
         launched = graphql(url, LAUNCH, {"params": params})["launchPartitionBackfill"]
         assert launched["__typename"] == "LaunchBackfillSuccess", launched
         backfill_id = launched["backfillId"]
+        # The daemon starts on a requested backfill, which its first look takes up; started with the webserver,
+        # it would find the backfill only at its next look, up to 30 s later.
+        start(daemon, tmp_path / "daemon.log")
+
+        # A CLI run, typed in another folder with the same run history, shows on the job's page beside them. It
+        # runs while the backfill does, as a user's would: its writes queue on the warehouse lock with the
+        # backfill's.
+        elsewhere = tmp_path / "elsewhere"
+        elsewhere.mkdir()
+        command = [sys.executable, "-m", "bsky_warehouse.cli", "materialize", "--start", "2024-03-13", "--json"]
+        cli_out, cli_err = tmp_path / "cli.out", tmp_path / "cli.err"
+        with cli_out.open("wb") as out, cli_err.open("wb") as err:
+            cli = subprocess.Popen(command, cwd=elsewhere, env=env, stdout=out, stderr=err, start_new_session=True)
 
         def finished() -> dict[str, Any] | None:
             backfill = graphql(url, BACKFILL, {"id": backfill_id})["partitionBackfillOrError"]
@@ -176,22 +191,20 @@ def test_a_backfill_launched_as_the_ui_does_builds_every_day(tmp_path: Path):
             )
             return backfill if done and backfill["runs"] else None
 
-        backfill = wait_for("finished backfill", finished, procs, logs)
-        assert backfill["status"] == "COMPLETED_SUCCESS", (backfill, logs[-1].read_text()[-4000:])
-        runs = backfill["runs"]
-        assert runs and all(r["status"] == "SUCCESS" and r["jobName"] == "warehouse_daily" for r in runs)
-        assert all(r["repositoryOrigin"] is not None for r in runs)  # the run belongs to the job's code location
-        on_job_page = {r["runId"] for r in graphql(url, JOB_RUNS, {"job": "warehouse_daily"})["runsOrError"]["results"]}
-        assert {r["runId"] for r in runs} <= on_job_page
-
-        # A CLI run, typed in another folder with the same run history, shows on the job's page beside them.
-        elsewhere = tmp_path / "elsewhere"
-        elsewhere.mkdir()
-        command = [sys.executable, "-m", "bsky_warehouse.cli", "materialize", "--start", "2024-03-13", "--json"]
-        cli = subprocess.run(command, cwd=elsewhere, env=env, capture_output=True, text=True, timeout=1500)
-        assert cli.returncode == 0, cli.stdout[-2000:] + cli.stderr[-2000:]
-        cli_run = json.loads(cli.stdout)["run_id"]
-        cli_day_rows = day_rows(db, "2024-03-13")
+        try:
+            backfill = wait_for("finished backfill", finished, procs, logs)
+            assert backfill["status"] == "COMPLETED_SUCCESS", (backfill, logs[-1].read_text()[-4000:])
+            runs = backfill["runs"]
+            assert runs and all(r["status"] == "SUCCESS" and r["jobName"] == "warehouse_daily" for r in runs)
+            assert all(r["repositoryOrigin"] is not None for r in runs)  # the run belongs to the job's code location
+            job_runs = graphql(url, JOB_RUNS, {"job": "warehouse_daily"})["runsOrError"]["results"]
+            assert {r["runId"] for r in runs} <= {r["runId"] for r in job_runs}
+            wait_for("CLI run", lambda: cli.poll() is not None, procs, logs)
+        finally:
+            interrupt_group(cli)
+        assert cli.returncode == 0, cli_out.read_text()[-2000:] + cli_err.read_text()[-2000:]
+        cli_run = json.loads(cli_out.read_text())["run_id"]
+        cli_day_rows = day_rows(db, "2024-03-13")  # both runs done: nothing else writes until the re-execution
         selector = {"pipelineName": "warehouse_daily", "repositoryName": "__repository__",
                     "repositoryLocationName": MODULE}  # fmt: skip
         job_page = graphql(url, JOB_PAGE_RUNS, {"selector": selector})["pipelineOrError"]["runs"]
