@@ -1,10 +1,13 @@
 from __future__ import annotations
 
 import atexit
+import fcntl
 import os
 import shutil
 import signal
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -23,6 +26,50 @@ os.environ.setdefault("DO_NOT_TRACK", "1")
 # its runs in this session's folder, removed when the session ends.
 os.environ["DAGSTER_HOME"] = tempfile.mkdtemp(prefix="bsky-tests-dagster-home-")
 atexit.register(shutil.rmtree, os.environ["DAGSTER_HOME"], ignore_errors=True)
+
+
+# About how many seconds each heavy file takes in a two-worker run (setup, calls and teardown, from `--durations=0`
+# on a busy 2-core machine). Only the order they give matters: files run most expensive first, so the long
+# single-test integration files no longer start last and run alone at the end of the session. A file not listed
+# costs 0 and keeps its place after them. test_labels_asset copies the warehouse test_label_evaluation builds
+# (`recorded_labels_db`), so it is listed at its cost without that build.
+FILE_COST_S = {
+    "test_daemon.py": 270,
+    "test_ui_backfill.py": 195,
+    "test_parallel_backfill.py": 175,
+    "test_toxicity_asset.py": 130,
+    "test_distill.py": 125,
+    "test_marts.py": 115,
+    "test_audit.py": 115,
+    "test_label_evaluation.py": 110,
+    "test_rater_page.py": 100,
+    "test_concurrency.py": 95,
+    "test_pipeline.py": 90,
+    "test_marts_property.py": 90,
+    "test_perspective_plan.py": 65,
+    "test_status.py": 65,
+    "test_hostile_archive.py": 60,
+    "test_cli_output.py": 55,
+    "test_feeds.py": 50,
+    "test_scorer_bridge.py": 50,
+    "test_authors.py": 45,
+    "test_topics.py": 45,
+    "test_cross_day.py": 40,
+    "test_checks.py": 35,
+    "test_labels_asset.py": 25,
+}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """pytest-xdist hands `--dist loadfile` files out by how many tests they hold, most first, unless told to
+    keep the collection's order: that put the one-test integration files, the slowest, at the very end."""
+    if hasattr(config.option, "loadscopereorder"):
+        config.option.loadscopereorder = False
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The heaviest files first (FILE_COST_S); the sort is stable, so each file's tests keep their order."""
+    items.sort(key=lambda item: -FILE_COST_S.get(item.path.name, 0))
 
 
 @pytest.fixture
@@ -48,11 +95,44 @@ def dbt_manifest():
     return prepare_manifest()
 
 
+@contextmanager
+def _exclusive(lock_path: Path) -> Iterator[None]:
+    """Held by one pytest process at a time (xdist workers included); released when the holder dies."""
+    with lock_path.open("w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _shared_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The base temporary folder every xdist worker of this session shares (each worker's own is a folder in
+    it); without xdist, the session's own."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
 @pytest.fixture(scope="session")
 def recorded_labels_db(tmp_path_factory: pytest.TempPathFactory) -> str:
     """The sample window ingested, then each recorded labeler's labels imported through `llm_labels` with the
     dbt models they feed and the whole-history marts, every check passing. Built once for the modules that
-    only read it (label evaluation, the labels asset): the build is a dozen Dagster runs."""
+    only read it (label evaluation, the labels asset): the build is a dozen Dagster runs. Under xdist those
+    modules can land on different workers; the first to ask builds it in the folder the workers share and each
+    worker gets its own copy, so no test ever opens another process's file."""
+    built = _shared_root(tmp_path_factory) / "recorded_labels_shared"
+    with _exclusive(built.with_suffix(".lock")):
+        if not (built / "complete").exists():
+            shutil.rmtree(built, ignore_errors=True)
+            built.mkdir()
+            _build_recorded_labels(str(built / "wh.duckdb"))
+            (built / "complete").touch()
+        own = tmp_path_factory.mktemp("recorded_labels")
+        shutil.copytree(built, own, dirs_exist_ok=True)  # the file and whatever the warehouse keeps beside it
+    return str(own / "wh.duckdb")
+
+
+def _build_recorded_labels(db: str) -> None:
     from dagster import DagsterInstance
 
     from bsky_warehouse.cli import INGEST_ASSETS, SAMPLE_WINDOW, dbt_fed_by, recorded_labels_config, whole_history_marts
@@ -60,7 +140,6 @@ def recorded_labels_db(tmp_path_factory: pytest.TempPathFactory) -> str:
     from bsky_warehouse.project import SAMPLE_DIR
     from bsky_warehouse.reference_labels import RECORDED_MODELS
 
-    db = str(tmp_path_factory.mktemp("recorded_labels") / "wh.duckdb")
     instance = DagsterInstance.ephemeral()
     assert run_window(SAMPLE_WINDOW, instance, db_path=db, archive_dir=str(SAMPLE_DIR), assets=INGEST_ASSETS)["success"]
     assets = list(dict.fromkeys(["llm_labels", *dbt_fed_by("llm_labels"), *whole_history_marts()]))
@@ -70,4 +149,3 @@ def recorded_labels_db(tmp_path_factory: pytest.TempPathFactory) -> str:
         )
         assert result["success"], result
         assert all(c["passed"] for c in result["checks"]), [c for c in result["checks"] if not c["passed"]]
-    return db
