@@ -29,34 +29,36 @@ atexit.register(shutil.rmtree, os.environ["DAGSTER_HOME"], ignore_errors=True)
 
 
 # About how many seconds each heavy file takes in a two-worker run (setup, calls and teardown, from `--durations=0`
-# on a busy 2-core machine). Only the order they give matters: files run most expensive first, so the long
+# on a 2-core machine). Only the order they give matters: files run most expensive first, so the long
 # single-test integration files no longer start last and run alone at the end of the session. A file not listed
 # costs 0 and keeps its place after them. test_labels_asset copies the warehouse test_label_evaluation builds
-# (`recorded_labels_db`), so it is listed at its cost without that build.
+# (`recorded_labels_db`), so it comes well after it and finds it built.
 FILE_COST_S = {
-    "test_daemon.py": 270,
-    "test_ui_backfill.py": 195,
-    "test_parallel_backfill.py": 175,
-    "test_toxicity_asset.py": 130,
-    "test_distill.py": 125,
-    "test_marts.py": 115,
-    "test_audit.py": 115,
-    "test_label_evaluation.py": 110,
-    "test_rater_page.py": 100,
-    "test_concurrency.py": 95,
-    "test_pipeline.py": 90,
-    "test_marts_property.py": 90,
-    "test_perspective_plan.py": 65,
-    "test_status.py": 65,
-    "test_hostile_archive.py": 60,
-    "test_cli_output.py": 55,
-    "test_feeds.py": 50,
-    "test_scorer_bridge.py": 50,
-    "test_authors.py": 45,
-    "test_topics.py": 45,
-    "test_cross_day.py": 40,
-    "test_checks.py": 35,
-    "test_labels_asset.py": 25,
+    "test_daemon.py": 190,
+    "test_ui_backfill.py": 170,
+    "test_toxicity_asset.py": 155,
+    "test_parallel_backfill.py": 120,
+    "test_pipeline.py": 75,
+    "test_rater_page.py": 75,
+    "test_marts.py": 70,
+    "test_distill.py": 65,
+    "test_concurrency.py": 60,
+    "test_audit.py": 60,
+    "test_label_evaluation.py": 50,
+    "test_status.py": 45,
+    "test_marts_property.py": 35,
+    "test_cross_day.py": 35,
+    "test_perspective_plan.py": 35,
+    "test_authors.py": 30,
+    "test_hostile_archive.py": 30,
+    "test_cli_output.py": 25,
+    "test_feeds.py": 25,
+    "test_checks.py": 20,
+    "test_labels_asset.py": 20,
+    "test_topics.py": 20,
+    "test_overlap.py": 15,
+    "test_scorer_bridge.py": 15,
+    "test_perspective.py": 15,
 }
 
 
