@@ -45,6 +45,7 @@ FILE_COST_S = {
     "test_concurrency.py": 60,
     "test_audit.py": 60,
     "test_label_evaluation.py": 50,
+    "test_backfill_equals_days.py": 45,
     "test_status.py": 45,
     "test_marts_property.py": 35,
     "test_cross_day.py": 35,
