@@ -37,7 +37,14 @@ from bsky_warehouse import events, events_sql
 from bsky_warehouse.events import Outcome, printable_raw
 from bsky_warehouse.ingest import IngestStats, create_stage_tables
 from bsky_warehouse.resources import bluesky
-from bsky_warehouse.resources.bluesky import MAX_LINE_BYTES, archive_files, display_path, file_lines, line_outcome
+from bsky_warehouse.resources.bluesky import (
+    MAX_LINE_BYTES,
+    archive_files,
+    display_path,
+    fault_outcome,
+    file_lines,
+    line_outcome,
+)
 from bsky_warehouse.resources.warehouse import WarehouseResource, insert_rows, transaction
 from bsky_warehouse.schema import POST_RECORD_COLUMNS
 
@@ -255,7 +262,7 @@ def spool_file(
         if fault is None:
             writer.add_line(relative, line_no, data, length, first_day)
         else:
-            writer.add(relative, line_no, data, Outcome("reject", reason=fault.reason))
+            writer.add(relative, line_no, data, fault_outcome(fault))
     writer.add_fast(relative, first_day)
     return writer.close()
 

@@ -1,8 +1,8 @@
 """DuckDB's fast path for the Jetstream lines whose outcome it can vouch for: the same outcome as `events.py`.
 
 Parsing every line in Python cost ~40 µs a line in the archive index, seven times DuckDB's own `read_ndjson` of
-the same file. Here a batch of lines is parsed by DuckDB in three passes over each line (its types, its keys,
-its values), and a line takes the fast path only when every check `events.parse_event` would make on the way to
+the same file. Here a batch of lines is parsed by DuckDB in two passes over each line (its keys, then its values
+in one `from_json`), and a line takes the fast path only when every check `events.parse_event` would make on the way to
 accepting it is known to pass: a post, a delete, or an event of another collection (ignored by rule). Every
 other line, and so every line that might be a reject, is sent back to `events.py`, which decides it as before.
 A line is sent back too wherever DuckDB's JSON reader is looser than Python's, or picks another value:

@@ -141,6 +141,11 @@ def file_lines(path: Path) -> Iterator[tuple[int, bytes, int, FileFault | None]]
         yield line_no + 1, fault.detail.encode("utf-8", "backslashreplace"), 0, fault
 
 
+def fault_outcome(fault: FileFault) -> Outcome:
+    """A file that cannot be read any further is one undated reject, at the line where it broke."""
+    return Outcome("reject", reason=fault.reason)
+
+
 def file_outcomes(path: Path, first_day: date | None = None) -> Iterator[tuple[int, bytes, Outcome]]:
     """(1-based line number, raw line, outcome) for every line of one file; a fault ends the file with one undated
     reject at the line where it broke, whose raw text says what went wrong."""
@@ -148,7 +153,7 @@ def file_outcomes(path: Path, first_day: date | None = None) -> Iterator[tuple[i
         if fault is None:
             yield (line_no, *line_outcome(data, length, first_day))
         else:
-            yield line_no, data, Outcome("reject", reason=fault.reason)
+            yield line_no, data, fault_outcome(fault)
 
 
 def archive_files(directory: Path) -> list[Path]:
