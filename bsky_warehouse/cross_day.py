@@ -92,6 +92,24 @@ def stale_days(con: duckdb.DuckDBPyConnection) -> list[date]:
     return [row[0] for row in con.execute(f"SELECT DISTINCT day FROM {TABLE} ORDER BY 1").fetchall()]
 
 
+def unsettled(con: duckdb.DuckDBPyConnection, days: Iterable[date]) -> list[date]:
+    """Those of `days` holding a raw post that is not yet cleaned on any day nor deleted: another run is between
+    ingesting and cleaning them (or stopped there). Their marts cannot be rebuilt yet without counting the run's
+    posts as unaccounted, so they stay stale until a build after that run's cleaning."""
+    wanted = sorted(set(days))
+    if not wanted:
+        return []
+    rows = con.execute(
+        """SELECT DISTINCT partition_date FROM raw_posts
+           WHERE partition_date IN (SELECT unnest($days::DATE[]))
+             AND uri NOT IN (SELECT uri FROM cleaned_posts)
+             AND uri NOT IN (SELECT uri FROM post_deletions)
+           ORDER BY 1""",
+        {"days": wanted},
+    ).fetchall()
+    return [row[0] for row in rows]
+
+
 def clear(con: duckdb.DuckDBPyConnection, days: Iterable[date]) -> None:
     """Forget the days a successful dbt build replaced (the caller held the writer lock throughout, so no
     change to them can have been recorded in between)."""

@@ -190,3 +190,44 @@ def test_cross_day_changes_reach_the_marts_and_dagster_through_real_runs(tmp_pat
         assert stale_status(instance, asset, D12) == StaleStatus.FRESH, asset
     with duckdb.connect(db, read_only=True) as con:
         assert con.execute("SELECT count(*) FROM stale_mart_days").fetchall() == [(0,)]
+
+
+@pytest.mark.integration
+def test_a_stale_day_another_run_has_not_cleaned_yet_waits_for_a_later_build(tmp_path):
+    archive = tmp_path / "a"
+    write_archive(archive / "x.jsonl", [
+        post_event("p1", created_at="2024-03-10T08:00:00Z"),
+        post_event("p3", created_at="2024-03-12T08:00:00Z"), post_event("p6", created_at="2024-03-12T09:00:00Z"),
+        delete_event("p3", seen_at="2024-03-13T09:00:00Z"),
+    ])  # fmt: skip
+    db = str(tmp_path / "wh.duckdb")
+    instance = DagsterInstance.ephemeral()
+
+    def run(day: date, assets: list[str], checks: bool = False) -> None:
+        result = run_window(
+            DayWindow.for_day(day), instance, db_path=db, archive_dir=str(archive), assets=assets, checks=checks
+        )
+        assert result["success"], result["failures"]
+
+    ingest_only = [a for a in INGEST_AND_CLEAN if a != "cleaned_posts"]
+    run(D10, INGEST_AND_CLEAN + MART_ASSETS)
+    # Another run ingested the 12th and has not cleaned it yet; the 13th's delete of p3 makes the 12th stale.
+    run(D12, ingest_only)
+    run(D13, ingest_only)
+    with duckdb.connect(db, read_only=True) as con:
+        assert cross_day.unsettled(con, [D10, D12, D13]) == [D12]
+        assert D12 in cross_day.stale_days(con)
+    # Rebuilding the 12th now would count p6 as unaccounted and fail the build's tests: it waits, still recorded.
+    run(D10, MART_ASSETS, checks=True)
+    with duckdb.connect(db, read_only=True) as con:
+        assert D12 in cross_day.stale_days(con)
+        assert con.execute("SELECT count(*) FROM marts.pipeline_coverage WHERE day = $d", {"d": D12}).fetchall() == [
+            (0,)
+        ]
+    run(D12, ["cleaned_posts", *MART_ASSETS])
+    with duckdb.connect(db, read_only=True) as con:
+        assert D12 not in cross_day.stale_days(con)
+        assert con.execute(
+            "SELECT raw_posts, cleaned, deleted, unaccounted_posts FROM marts.pipeline_coverage WHERE day = $d",
+            {"d": D12},
+        ).fetchall() == [(2, 1, 1, 0)]

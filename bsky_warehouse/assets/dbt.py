@@ -3,8 +3,10 @@
 The daily marts are incremental: a build replaces only the days it is given. Besides the run's own window it
 is given every day recorded in `stale_mart_days` (rows of that day changed in another day's run: a delete
 purging an earlier day's post, a take-over, a uri changing owner; see cross_day.py), and clears them once the
-build succeeded. The days rebuilt outside the run's partition range get their own materialization events, so
-Dagster shows those mart partitions as rebuilt by this run.
+build succeeded. A recorded day whose raw posts are not all cleaned yet (another run is between its ingest and
+its cleaning) waits: rebuilt now, its marts would count that run's posts as unaccounted and fail the build, so
+it stays recorded for a later build. The days rebuilt outside the run's partition range get their own
+materialization events, so Dagster shows those mart partitions as rebuilt by this run.
 
 Models tagged `global` in dbt (the marts over the whole history: agreement, author profiles, the audits) are
 one unpartitioned asset, `dbt_global_models`, not a day's partition: in a run it is the step after the daily
@@ -118,6 +120,10 @@ def dbt_models(context: AssetExecutionContext, dbt: DbtCliResource, warehouse: W
     with warehouse.lock():
         with warehouse.connect() as con:
             stale = cross_day.stale_days(con)
+            waiting = cross_day.unsettled(con, [day for day in stale if not window.start <= day < window.end])
+        if waiting:
+            context.log.info(f"left stale until their cleaning is done: {[str(d) for d in waiting]}")
+        stale = [day for day in stale if day not in waiting]
         extra = [day for day in stale if not window.start <= day < window.end]
         if extra:
             context.log.info(f"also rebuilding days changed by other days' runs: {[str(d) for d in extra]}")
