@@ -8,7 +8,7 @@ export DO_NOT_TRACK := 1
 export DBT_SEND_ANONYMOUS_USAGE_STATS := false
 export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 
-.PHONY: setup demo test check ui docs bench lint manifest clean
+.PHONY: setup demo test check ui docs bench lint manifest clean ducklake postgres
 
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -35,6 +35,23 @@ $(VENV)/.installed-browser: $(STAMP)
 		{ apt-get update -q && apt-get install -y -q chromium chromium-driver; }
 	touch $@
 
+# DuckLake (README: When one file is not enough): its extensions exist for DuckDB 1.5.5 only, so a DuckLake process
+# runs on that DuckDB, installed with them into .venv/ducklake and put first on PYTHONPATH (an absolute path: dbt
+# runs in dbt_project/). The default DuckDB of .venv stays as it is.
+DUCKLAKE_PATH := $(CURDIR)/$(VENV)/ducklake
+$(VENV)/.installed-ducklake: $(STAMP) requirements-ducklake.lock
+	rm -rf $(DUCKLAKE_PATH)
+	$(BIN)/python -m pip install --quiet --no-deps --target $(DUCKLAKE_PATH) -r requirements-ducklake.lock
+	touch $@
+ducklake: $(VENV)/.installed-ducklake
+
+# The DuckLake tests start Debian's PostgreSQL server themselves, in a temporary folder on a Unix socket.
+$(VENV)/.installed-postgres: $(STAMP)
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || apt-get install -y -q postgresql || \
+		{ apt-get update -q && apt-get install -y -q postgresql; }
+	touch $@
+postgres: $(VENV)/.installed-postgres
+
 setup: $(STAMP)
 
 manifest: $(STAMP)
@@ -46,10 +63,13 @@ demo: manifest $(DAGSTER_HOME)/dagster.yaml $(VENV)/.installed-topics
 # Two pytest workers by default (this kind of machine has 2 cores; each worker holds its own models and Dagster
 # instance). A test file stays on one worker, so its module fixtures are built once. TEST_WORKERS=0: one process.
 TEST_WORKERS ?= 2
-test: manifest $(VENV)/.installed-detoxify $(VENV)/.installed-topics $(VENV)/.installed-browser
+# Then the DuckLake pass: the tests marked `ducklake` (the pipeline, the concurrency proofs) on DuckDB 1.5.5.
+test: manifest $(VENV)/.installed-detoxify $(VENV)/.installed-topics $(VENV)/.installed-browser \
+		$(VENV)/.installed-ducklake $(VENV)/.installed-postgres
 	$(BIN)/ruff check bsky_warehouse tests bench scripts
 	$(BIN)/ruff format --check bsky_warehouse tests bench scripts
-	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile -m "not ducklake"
+	PYTHONPATH=$(DUCKLAKE_PATH) $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile -m ducklake
 
 check: manifest $(DAGSTER_HOME)/dagster.yaml
 	BSKY_WAREHOUSE_DB=$${BSKY_CHECK_DB:-$$(mktemp -d)/check.duckdb} $(BIN)/bsky-warehouse check

@@ -358,7 +358,7 @@ def cmd_docs(args: argparse.Namespace) -> int:
     import shutil
 
     prepare_manifest()
-    env = settings.dbt_env(_warehouse().db_path)
+    env = _warehouse().dbt_env()
     DOCS_TARGET.mkdir(parents=True, exist_ok=True)
     parsed = DBT_MANIFEST.with_name("partial_parse.msgpack")
     if parsed.exists():  # start from the project's parse: only the catalog is new work

@@ -27,15 +27,22 @@ def record(
 ) -> list[date]:
     """Record the days `days_sql` (one DATE column) selects, other than `changed_by` itself (its own run
     rebuilds it, and Dagster sees that partition's new materialization); returns the days recorded."""
-    rows = con.execute(
-        f"""INSERT INTO {TABLE} BY NAME
-            SELECT DISTINCT day, $cause AS cause, $changed_by AS changed_by_day, now() AS recorded_at
-            FROM ({days_sql}) AS affected(day)
-            WHERE day IS NOT NULL AND day <> $changed_by
-            RETURNING day""",
-        {**params, "cause": cause, "changed_by": changed_by},
-    ).fetchall()
-    return sorted({row[0] for row in rows})
+    # Selected, then inserted: DuckLake takes no INSERT ... RETURNING.
+    days = sorted(
+        row[0]
+        for row in con.execute(
+            f"""SELECT DISTINCT day FROM ({days_sql}) AS affected(day) WHERE day IS NOT NULL AND day <> $changed_by""",
+            {**params, "changed_by": changed_by},
+        ).fetchall()
+    )
+    if days:
+        con.execute(
+            f"""INSERT INTO {TABLE} BY NAME
+                SELECT unnest($days::DATE[]) AS day, $cause AS cause, $changed_by AS changed_by_day,
+                       now() AS recorded_at""",
+            {"days": days, "cause": cause, "changed_by": changed_by},
+        )
+    return days
 
 
 def _days_holding(uris_sql: str, tables: Iterable[str]) -> str:

@@ -197,6 +197,15 @@ WAREHOUSE_DB = Setting(
     "BSKY_WAREHOUSE_DB", DEFAULT_DB, "the DuckDB file, for Dagster and dbt alike (a relative path: from the cwd)",
     path, shown_default="`data/warehouse.duckdb` in the checkout",
 )  # fmt: skip
+WAREHOUSE_CATALOG = Setting(
+    "BSKY_WAREHOUSE_CATALOG", "",
+    "set: the warehouse is a DuckLake with this catalog (`postgres:dbname=… host=… user=…`), not the DuckDB file; "
+    "`BSKY_WAREHOUSE_DB` then only places the local staging (checkpoints, archive spool) and logs", text,
+)  # fmt: skip
+WAREHOUSE_DATA_PATH = Setting(
+    "BSKY_WAREHOUSE_DATA_PATH", "", "the DuckLake's Parquet files: a folder, or an object-storage prefix (`s3://…`)",
+    text,
+)  # fmt: skip
 START_DATE = Setting("BSKY_WAREHOUSE_START_DATE", date(2024, 3, 8), "first daily partition", iso_date)
 REPORTS_DIR = Setting(
     "BSKY_WAREHOUSE_REPORTS", PROJECT_ROOT / "reports", "where `daily_report` writes `<day>/index.html` and its PNGs",
@@ -254,7 +263,8 @@ FRESHNESS_HOUR = Setting(
 )  # fmt: skip
 
 SETTINGS: tuple[Setting[Any] | Secret, ...] = (
-    WAREHOUSE_DB, START_DATE, REPORTS_DIR, DAGSTER_HOME, PERSPECTIVE_API_KEY, PERSPECTIVE_QPS, PERSPECTIVE_BASE_URL,
+    WAREHOUSE_DB, WAREHOUSE_CATALOG, WAREHOUSE_DATA_PATH, START_DATE, REPORTS_DIR, DAGSTER_HOME, PERSPECTIVE_API_KEY,
+    PERSPECTIVE_QPS, PERSPECTIVE_BASE_URL,
     LLM_BASE_URL, LLM_MODEL, LLM_API_KEY, LLM_MAX_CONCURRENCY, VLLM_MODEL, DETOXIFY_CHECKPOINT, DETOXIFY_TOKENIZER,
     JETSTREAM_HOST, JETSTREAM_RETENTION_HOURS, APPVIEW_URL, DAILY_SOURCE, SCHEDULE_CRON, FRESHNESS_HOUR,
 )  # fmt: skip

@@ -152,3 +152,27 @@ def _build_recorded_labels(db: str) -> None:
         )
         assert result["success"], result
         assert all(c["passed"] for c in result["checks"]), [c for c in result["checks"] if not c["passed"]]
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[object]:
+    """One PostgreSQL server for the session's DuckLake tests; each test gets its own database (`lake`)."""
+    from tests.postgres import running_postgres
+
+    with running_postgres() as server:
+        yield server
+
+
+@pytest.fixture
+def lake(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """A fresh DuckLake, set in the environment as a user sets it (catalog in its own PostgreSQL database, data
+    under tmp_path): every WarehouseResource, Dagster run and dbt process of the test then uses it."""
+    from bsky_warehouse import ducklake
+
+    if not ducklake.available():
+        pytest.skip("runs in make test's DuckLake pass (DuckDB 1.5.5 and the extension packages, .venv/ducklake)")
+    server = request.getfixturevalue("postgres")
+    settings = ducklake.LakeSettings("postgres:" + server.dsn(server.create_database()), str(tmp_path / "lake"))
+    monkeypatch.setenv("BSKY_WAREHOUSE_CATALOG", settings.catalog)
+    monkeypatch.setenv("BSKY_WAREHOUSE_DATA_PATH", settings.data_path)
+    return settings

@@ -9,13 +9,13 @@ import sys
 from collections import Counter
 from datetime import date
 
-import duckdb
 import pytest
 from dagster import AssetKey, DagsterInstance
 
 from bsky_warehouse.partitions import DayWindow
 from bsky_warehouse.pipeline import run_window
 from bsky_warehouse.project import REFERENCE_DIR, REPO_ROOT, SAMPLE_DIR
+from bsky_warehouse.resources.warehouse import WarehouseResource
 
 pytestmark = pytest.mark.integration
 WINDOW = DayWindow(date(2024, 3, 14), date(2024, 3, 17))
@@ -39,9 +39,8 @@ def sample_deleted_uris() -> set[str]:
     return deleted
 
 
-def snapshot(db: str) -> dict[str, object]:
-    con = duckdb.connect(db, read_only=True)
-    try:
+def snapshot(warehouse: WarehouseResource) -> dict[str, object]:
+    with warehouse.read_only() as con:
         return {
             "raw": con.execute(
                 "SELECT partition_date::VARCHAR, count(*) FROM raw_posts GROUP BY 1 ORDER BY 1"
@@ -51,30 +50,39 @@ def snapshot(db: str) -> dict[str, object]:
             "rejected": con.execute("SELECT count(*) FROM rejected_records").fetchall(),
             "mart": con.execute("SELECT * FROM marts.daily_post_counts ORDER BY day").fetchall(),
             "cleaned_uris": {r[0] for r in con.execute("SELECT uri FROM cleaned_posts").fetchall()},
+            "raw_uris": {r[0] for r in con.execute("SELECT uri FROM raw_posts").fetchall()},
         }
-    finally:
-        con.close()
 
 
-def test_three_sample_partitions_materialize_through_dagster_and_dbt(tmp_path):
-    db = str(tmp_path / "wh.duckdb")
+@pytest.fixture(params=["file", pytest.param("ducklake", marks=pytest.mark.ducklake)])
+def backend(request: pytest.FixtureRequest, tmp_path) -> WarehouseResource:
+    """The same pipeline on the DuckDB file and on a DuckLake (`lake` sets the catalog in the environment, as a
+    user would: every resource, run and dbt process then finds it)."""
+    if request.param == "ducklake":
+        request.getfixturevalue("lake")
+    return WarehouseResource(path=str(tmp_path / "wh.duckdb"))
+
+
+def test_three_sample_partitions_materialize_through_dagster_and_dbt(backend):
+    db = backend.path
     instance = DagsterInstance.ephemeral()
     result = run_window(WINDOW, instance=instance, db_path=db, archive_dir=str(SAMPLE_DIR))
     assert result["success"]
     assert {"raw_posts", "cleaned_posts", "daily_post_counts"} <= set(result["assets_materialized"])
+    assert result["checks"] and all(check["passed"] for check in result["checks"])
     # The whole-history marts are built once for the three days, unpartitioned, as the run's last step.
     for name in ("scorer_agreement", "audit_by_topic"):
         records = instance.fetch_materializations(AssetKey(name), limit=10).records
         assert [r.partition_key for r in records] == [None], name
 
-    first = snapshot(db)
+    first = snapshot(backend)
     expected = reference_posts_per_day()
     assert first["raw"] == [(d.isoformat(), expected[d.isoformat()]) for d in WINDOW.days()]
     raw_total = sum(n for _, n in first["raw"])
     cleaned, distinct = first["cleaned"][0]
     assert cleaned == distinct
     assert not first["cleaned_uris"] & sample_deleted_uris()
-    assert cleaned == raw_total - len(sample_deleted_uris() & _raw_uris(db))
+    assert cleaned == raw_total - len(sample_deleted_uris() & first["raw_uris"])
     mart = {row[0]: row for row in first["mart"]}
     assert sorted(mart) == WINDOW.days()
     assert sum(row[1] for row in mart.values()) == raw_total
@@ -83,15 +91,7 @@ def test_three_sample_partitions_materialize_through_dagster_and_dbt(tmp_path):
     # Re-running the same partitions one at a time changes no count.
     for day in WINDOW.days():
         assert run_window(DayWindow.for_day(day), instance=instance, db_path=db, archive_dir=str(SAMPLE_DIR))["success"]
-    assert snapshot(db) == first
-
-
-def _raw_uris(db: str) -> set[str]:
-    con = duckdb.connect(db, read_only=True)
-    try:
-        return {r[0] for r in con.execute("SELECT uri FROM raw_posts").fetchall()}
-    finally:
-        con.close()
+    assert snapshot(backend) == first
 
 
 def test_definitions_validate():

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from bsky_warehouse import settings
+from bsky_warehouse import ducklake, settings
 from bsky_warehouse.project import DBT_PROJECT_DIR, REPO_ROOT
 from bsky_warehouse.settings import SETTINGS, Secret, Setting, SettingError
 
@@ -62,7 +62,10 @@ def test_the_warehouse_file_has_one_default(clean_env: pytest.MonkeyPatch):
     assert WarehouseResource().db_path == settings.DEFAULT_DB.resolve()
     profile = (DBT_PROJECT_DIR / "profiles.yml").read_text()
     calls = re.findall(r"env_var\(([^)]*)\)", profile)
-    assert calls == ["'BSKY_WAREHOUSE_DB'"], "dbt's profile must take the file from the environment, no default"
+    assert "'BSKY_WAREHOUSE_DB'" in calls, "dbt's profile must take the file from the environment, no default"
+    # Every other variable it reads is one the warehouse exports for its DuckLake target (ducklake.dbt_env).
+    names = {call.split(",")[0].strip("' ") for call in calls}
+    assert names == {"BSKY_WAREHOUSE_DB", *ducklake.DBT_ENV_NAMES}
 
 
 def test_values_from_the_environment(clean_env: pytest.MonkeyPatch, tmp_path: Path):

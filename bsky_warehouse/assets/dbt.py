@@ -38,10 +38,10 @@ from dagster_dbt import DagsterDbtTranslator, DbtCliResource, dbt_assets
 
 from bsky_warehouse import cross_day
 from bsky_warehouse.audit import AUDIT_MARTS
+from bsky_warehouse.ducklake import DBT_ENV_NAMES
 from bsky_warehouse.partitions import DBT_WINDOW_ENV, DayWindow, daily_partitions, dbt_env_for_days, rebuild_days
 from bsky_warehouse.project import DBT_ENV, DBT_MANIFEST, DBT_PROJECT_DIR, dbt_executable
 from bsky_warehouse.resources.warehouse import DB_ENV, WarehouseResource
-from bsky_warehouse.settings import dbt_env
 
 PARTIAL_PARSE_FILE = "partial_parse.msgpack"
 
@@ -167,6 +167,8 @@ def _build(
     os.environ[DB_ENV] = str(warehouse.db_path)
     os.environ.update(DBT_ENV)
     window = {name: (window_env or {}).get(name) for name in DBT_WINDOW_ENV.values()}
+    target_env = warehouse.dbt_env()
+    window.update({name: target_env.get(name) for name in DBT_ENV_NAMES})
     with warehouse.lock(), tempfile.TemporaryDirectory(prefix="dbt-target-") as target:
         cache = parse_cache(warehouse)
         restore_parse_state(cache, Path(target))
@@ -306,7 +308,7 @@ def build_audit_whatif(
 ) -> subprocess.CompletedProcess[str]:
     """`dbt run` of the audit models under the what-if's names, under the writer lock, outside Dagster: a
     what-if is no materialization of the shared audit marts (`dbt_vars`: further vars, e.g. in tests)."""
-    env = {name: value for name, value in dbt_env(warehouse.db_path).items() if name not in DBT_WINDOW_ENV.values()}
+    env = {name: value for name, value in warehouse.dbt_env().items() if name not in DBT_WINDOW_ENV.values()}
     with warehouse.lock(), tempfile.TemporaryDirectory(prefix="dbt-whatif-") as target:
         proc = subprocess.run(
             [dbt_executable(), "run", "--select", *AUDIT_MARTS, "--vars", json.dumps({**(dbt_vars or {}),

@@ -5,6 +5,9 @@ it. Every opener therefore takes an exclusive `flock` on `<db>.lock` first, for 
 so a parallel backfill queues instead of failing with "Could not set lock on file". dbt runs under the same
 lock. Slow network work (Perspective, LLMs) never holds it: it checkpoints outside the database and merges in
 short transactions.
+
+The same resource opens a DuckLake instead when a catalog is set (ducklake.py): writers then take turns on the
+catalog's PostgreSQL advisory lock, which holds across machines, and readers open it with no lock at all.
 """
 
 from __future__ import annotations
@@ -22,8 +25,9 @@ import duckdb
 from dagster import ConfigurableResource
 from pydantic import Field
 
+from bsky_warehouse import ducklake, settings
 from bsky_warehouse.schema import COLUMNS_ADDED, TABLES
-from bsky_warehouse.settings import WAREHOUSE_DB
+from bsky_warehouse.settings import WAREHOUSE_CATALOG, WAREHOUSE_DATA_PATH, WAREHOUSE_DB
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -48,9 +52,16 @@ def transaction(con: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConne
     con.execute("BEGIN TRANSACTION")
     try:
         yield con
-        con.execute("COMMIT")
     except BaseException:
         con.execute("ROLLBACK")
+        raise
+    try:
+        con.execute("COMMIT")
+    except BaseException:
+        # A commit that fails (a DuckLake write conflict) has already ended the transaction; a ROLLBACK then
+        # fails too, and must not hide the commit's own error.
+        with suppress(duckdb.Error):
+            con.execute("ROLLBACK")
         raise
 
 
@@ -111,11 +122,12 @@ def file_lock(
 
 
 @contextmanager
-def exclusive_lock(lock_path: Path, timeout_s: float) -> Iterator[None]:
-    """The warehouse writer's lock; re-entrant within a thread so nested helpers cannot deadlock."""
+def exclusive_lock(lock_path: Path, timeout_s: float, lake: ducklake.LakeSettings | None = None) -> Iterator[None]:
+    """The warehouse writer's lock, re-entrant within a thread so nested helpers cannot deadlock: the `flock` on
+    `lock_path` for the file, the catalog's advisory lock for a DuckLake (it holds across machines)."""
     held: dict[str, int] = getattr(_local, "held", None) or {}
     _local.held = held
-    key = str(lock_path.resolve())
+    key = str(lock_path.resolve()) if lake is None else lake.catalog
     if held.get(key):
         held[key] += 1
         try:
@@ -125,11 +137,11 @@ def exclusive_lock(lock_path: Path, timeout_s: float) -> Iterator[None]:
         return
 
     def busy() -> Exception:
-        return WarehouseLockTimeout(
-            f"waited {timeout_s:.0f}s for the warehouse lock {lock_path}; another process holds it"
-        )
+        where = lock_path if lake is None else f"of the DuckLake catalog {lake.catalog}"
+        return WarehouseLockTimeout(f"waited {timeout_s:.0f}s for the warehouse lock {where}; another process holds it")
 
-    with file_lock(lock_path, timeout_s, busy):
+    turn = file_lock(lock_path, timeout_s, busy) if lake is None else ducklake.catalog_lock(lake, timeout_s, busy)
+    with turn:
         held[key] = 1
         try:
             yield
@@ -138,9 +150,18 @@ def exclusive_lock(lock_path: Path, timeout_s: float) -> Iterator[None]:
 
 
 class WarehouseResource(ConfigurableResource):
-    """The DuckDB file shared by the assets, the checks, dbt and the CLI."""
+    """The warehouse shared by the assets, the checks, dbt and the CLI: the DuckDB file, or a DuckLake when a
+    catalog is set (ducklake.py); `path` then places only the lock, the checkpoints and the logs."""
 
     path: str = Field(default_factory=default_db_path, description="DuckDB file (env BSKY_WAREHOUSE_DB).")
+    catalog: str = Field(
+        default_factory=lambda: WAREHOUSE_CATALOG.get(),
+        description="DuckLake catalog, `postgres:<connection string>` (env BSKY_WAREHOUSE_CATALOG); empty: the file.",
+    )
+    data_path: str = Field(
+        default_factory=lambda: WAREHOUSE_DATA_PATH.get(),
+        description="DuckLake data path for its Parquet files (env BSKY_WAREHOUSE_DATA_PATH).",
+    )
     lock_timeout_s: float = Field(default=1800.0, description="How long a writer waits for its turn.")
     memory_limit: str = Field(
         default="768MB", description="DuckDB memory limit; larger days spill to disk instead of growing RSS."
@@ -149,6 +170,33 @@ class WarehouseResource(ConfigurableResource):
     @property
     def db_path(self) -> Path:
         return Path(self.path).expanduser().resolve()
+
+    @property
+    def lake(self) -> ducklake.LakeSettings | None:
+        """The DuckLake this warehouse is, or None for the DuckDB file."""
+        if not self.catalog.strip():
+            return None
+        return WAREHOUSE_CATALOG.get_as(
+            lambda catalog: ducklake.LakeSettings(catalog, self.data_path), {WAREHOUSE_CATALOG.name: self.catalog}
+        )
+
+    @property
+    def location(self) -> str:
+        """Where the rows are, as a user would name it (the file, or the lake's catalog and data path)."""
+        lake = self.lake
+        return str(self.db_path) if lake is None else f"DuckLake {lake.catalog} (data {lake.data_path})"
+
+    def dbt_env(self) -> dict[str, str]:
+        """The environment of a dbt process building this warehouse (profiles.yml picks its target from it)."""
+        env = {k: v for k, v in settings.dbt_env(self.db_path).items() if k not in ducklake.DBT_ENV_NAMES}
+        lake = self.lake
+        return env if lake is None else {**env, **ducklake.dbt_env(lake)}
+
+    def _open(self, read_only: bool) -> duckdb.DuckDBPyConnection:
+        lake = self.lake
+        if lake is not None:
+            return ducklake.connect(lake, read_only=read_only)
+        return duckdb.connect(str(self.db_path), read_only=read_only)
 
     @property
     def lock_path(self) -> Path:
@@ -162,18 +210,25 @@ class WarehouseResource(ConfigurableResource):
     @contextmanager
     def lock(self) -> Iterator[None]:
         """Take the writer's turn without opening the file (dbt opens it itself)."""
-        with exclusive_lock(self.lock_path, self.lock_timeout_s):
+        with exclusive_lock(self.lock_path, self.lock_timeout_s, self.lake):
             yield
 
     @contextmanager
     def read_only(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        """Open an existing warehouse for reading, under the lock; a missing file is an error, never created."""
-        if not self.db_path.is_file():
-            raise WarehouseNotFound(
-                f"no warehouse at {self.db_path}: set {DB_ENV} to your DuckDB file, or run `make demo` to build one"
-            )
-        with self.lock():
-            con = duckdb.connect(str(self.db_path), read_only=True)
+        """Open an existing warehouse for reading; a missing file is an error, never created.
+
+        A file is opened under the writer lock (DuckDB refuses a reader while another process writes); a DuckLake
+        reader takes no lock at all: it reads the last committed snapshot while writers go on.
+        """
+        with ExitStack() as stack:
+            if self.lake is None:
+                if not self.db_path.is_file():
+                    raise WarehouseNotFound(
+                        f"no warehouse at {self.db_path}: set {DB_ENV} to your DuckDB file, or run `make demo` to "
+                        "build one"
+                    )
+                stack.enter_context(self.lock())
+            con = self._open(read_only=True)
             try:
                 con.execute("SET TimeZone = 'UTC'")
                 yield con
@@ -185,13 +240,13 @@ class WarehouseResource(ConfigurableResource):
         """Open the warehouse under the lock, with every table created; closes before releasing."""
         with self.lock():
             self.db_path.parent.mkdir(parents=True, exist_ok=True)
-            con = duckdb.connect(str(self.db_path))
+            con = self._open(read_only=False)
             try:
                 con.execute("SET TimeZone = 'UTC'")
                 con.execute(f"SET memory_limit = '{self.memory_limit}'")
                 con.execute("SET preserve_insertion_order = false")
                 for ddl in (*TABLES.values(), *COLUMNS_ADDED):
-                    con.execute(ddl)
+                    con.execute(ddl if self.lake is None else ducklake.lake_ddl(ddl))
                 yield con
             finally:
                 con.close()
