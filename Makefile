@@ -84,7 +84,7 @@ ui: manifest $(DAGSTER_HOME)/dagster.yaml
 docs: manifest
 	$(BIN)/bsky-warehouse docs --serve --port 8080
 
-bench: $(STAMP) $(VENV)/.installed-topics
+bench: $(STAMP) $(VENV)/.installed-topics $(VENV)/.installed-ducklake $(VENV)/.installed-postgres
 	$(BIN)/python bench/ingest.py --posts 1000000 --json
 	$(BIN)/python bench/dedupe_scaling.py --days 30 --posts-per-day 50000 --json
 	$(BIN)/python bench/archive_scaling.py --days 30 --posts-per-day 50000 --json
@@ -93,6 +93,7 @@ bench: $(STAMP) $(VENV)/.installed-topics
 	$(BIN)/python bench/topics.py --posts 5000 --json
 	$(BIN)/python bench/distilled_scorer.py --posts 20000 --json
 	$(BIN)/python bench/run_overhead.py --json
+	PYTHONPATH=$(DUCKLAKE_PATH) $(BIN)/python bench/ducklake_backfill.py --days 7 --posts-per-day 20000 --json
 
 lint: $(STAMP)
 	$(BIN)/ruff check bsky_warehouse tests bench scripts

@@ -6,9 +6,10 @@ PostgreSQL and its rows in Parquet files, so many DuckDB clients, on many machin
 and the DDL DuckLake does not take.
 
 The extensions come from PyPI packages that ship them (`duckdb-extension-ducklake`,
-`duckdb-extension-postgres-scanner`, `make ducklake`), loaded by path with DuckDB's own download switched off:
-nothing is fetched at run time. They exist for DuckDB 1.5.x only, while the project's default DuckDB is newer,
-so a DuckLake process runs on the DuckDB those packages pin (`.venv/ducklake`, first on `PYTHONPATH`).
+`duckdb-extension-postgres-scanner`, `duckdb-extension-httpfs`; `make ducklake`), loaded by path with DuckDB's
+own download switched off: nothing is fetched at run time. They exist for DuckDB 1.5.x only, while the project's
+default DuckDB is newer, so a DuckLake process runs on the DuckDB those packages pin (`.venv/ducklake`, first on
+`PYTHONPATH`).
 """
 
 from __future__ import annotations
@@ -25,7 +26,12 @@ import duckdb
 
 # The catalog's name inside every connection (and dbt's `database`): what `USE` makes the default.
 ALIAS = "lake"
-EXTENSION_PACKAGES = {"postgres_scanner": "duckdb_extension_postgres_scanner", "ducklake": "duckdb_extension_ducklake"}
+# httpfs serves a data path on object storage (s3://, gs://, r2://, https://); loaded always, so one profile fits.
+EXTENSION_PACKAGES = {
+    "postgres_scanner": "duckdb_extension_postgres_scanner",
+    "ducklake": "duckdb_extension_ducklake",
+    "httpfs": "duckdb_extension_httpfs",
+}
 # The writers' advisory lock in the catalog database (any fixed 64-bit key: one lake per database).
 WRITER_LOCK_KEY = 0x6273_6B79_7768
 # Inline no rows in the catalog: small writes (a day's few rejects) would otherwise live in PostgreSQL tables, a
@@ -116,17 +122,19 @@ def lake_ddl(ddl: str) -> str:
 
 DBT_ENV_NAMES = (
     "BSKY_DBT_TARGET", "BSKY_DUCKLAKE_ATTACH", "BSKY_DUCKLAKE_DATA_PATH", "BSKY_DUCKLAKE_EXT", "BSKY_POSTGRES_EXT",
+    "BSKY_HTTPFS_EXT",
 )  # fmt: skip
 
 
 def dbt_env(lake: LakeSettings) -> dict[str, str]:
-    """What dbt's `ducklake` target reads (profiles.yml): the attach and the two extension files."""
+    """What dbt's `ducklake` target reads (profiles.yml): the attach and the extension files."""
     return {
         "BSKY_DBT_TARGET": "ducklake",
         "BSKY_DUCKLAKE_ATTACH": f"ducklake:{lake.catalog}",
         "BSKY_DUCKLAKE_DATA_PATH": lake.data_path,
         "BSKY_DUCKLAKE_EXT": str(extension_path("ducklake")),
         "BSKY_POSTGRES_EXT": str(extension_path("postgres_scanner")),
+        "BSKY_HTTPFS_EXT": str(extension_path("httpfs")),
     }
 
 

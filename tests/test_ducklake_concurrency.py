@@ -11,7 +11,6 @@ import sys
 import textwrap
 import time
 from datetime import date
-from pathlib import Path
 
 import pytest
 from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
@@ -21,16 +20,12 @@ from bsky_warehouse.pipeline import run_window
 from bsky_warehouse.project import REPO_ROOT, SAMPLE_DIR
 from bsky_warehouse.records import PROB_COLUMNS
 from bsky_warehouse.resources.warehouse import WarehouseResource
+from tests.backfills import PIPELINE_ASSETS, dagster_home, launch
 from tests.processes import wait_for_all
 
 pytestmark = [pytest.mark.integration, pytest.mark.ducklake]
 
 RANGES = [("2024-03-10", "2024-03-12"), ("2024-03-13", "2024-03-14"), ("2024-03-15", "2024-03-16")]
-ASSETS = [
-    "raw_posts", "post_deletions", "rejected_records", "cleaned_posts", "toxicity_scores",
-    "stg_raw_posts", "stg_rejected_records", "stg_post_deletions", "stg_cleaned_posts", "stg_toxicity_scores",
-    "stg_llm_labels", "reference_hand_labels", "daily_post_counts", "pipeline_coverage", "daily_toxicity_summary",
-]  # fmt: skip
 _PROBS = ", ".join(f"round({c}, 9) AS {c}" for c in PROB_COLUMNS)
 TABLES = {
     "raw_posts": "SELECT * EXCLUDE (ingested_at) FROM raw_posts ORDER BY ALL",
@@ -79,26 +74,6 @@ def snapshot(warehouse: WarehouseResource) -> dict[str, list[tuple]]:
         return {name: con.execute(sql).fetchall() for name, sql in TABLES.items()}
 
 
-def launch(first: str, last: str, config: dict, env: dict[str, str]) -> subprocess.Popen[str]:
-    """`dagster asset materialize` of a partition range: one run on the multiprocess executor."""
-    return subprocess.Popen(
-        [sys.executable, "-m", "dagster", "asset", "materialize", "-m", "bsky_warehouse.definitions",
-         "--select", ",".join(ASSETS), "--partition-range", f"{first}...{last}", "--config-json", json.dumps(config)],
-        cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
-
-
-def dagster_home(root: Path, writer_limit: int) -> Path:
-    home = root / "dagster_home"
-    home.mkdir()
-    (home / "dagster.yaml").write_text(
-        f"concurrency:\n  pools:\n    default_limit: {writer_limit}\ntelemetry:\n  enabled: false\n", encoding="utf-8"
-    )
-    # The run history exists before the runs start: three processes creating its SQLite files at once race.
-    DagsterInstance.from_config(str(home)).dispose()
-    return home
-
-
 def test_three_concurrent_runs_on_a_ducklake_equal_one_sequential_run_and_never_block_a_reader(
     tmp_path, lake, monkeypatch
 ):
@@ -108,8 +83,7 @@ def test_three_concurrent_runs_on_a_ducklake_equal_one_sequential_run_and_never_
     reader = subprocess.Popen(
         [sys.executable, "-c", READER, str(stop)], cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, text=True
     )
-    config = {"resources": {"archive": {"config": {"directory": str(SAMPLE_DIR)}}}}
-    runs = [launch(first, last, config, env) for first, last in RANGES]
+    runs = [launch(first, last, SAMPLE_DIR, env) for first, last in RANGES]
     outputs = wait_for_all(runs)
     time.sleep(1.0)  # a last read after every run ended
     stop.touch()
@@ -134,7 +108,12 @@ def test_three_concurrent_runs_on_a_ducklake_equal_one_sequential_run_and_never_
     file_db = str(tmp_path / "sequential.duckdb")
     window = DayWindow(date.fromisoformat(RANGES[0][0]), date.fromisoformat("2024-03-17"))
     result = run_window(
-        window, DagsterInstance.ephemeral(), db_path=file_db, archive_dir=str(SAMPLE_DIR), assets=ASSETS, checks=False
+        window,
+        DagsterInstance.ephemeral(),
+        db_path=file_db,
+        archive_dir=str(SAMPLE_DIR),
+        assets=PIPELINE_ASSETS,
+        checks=False,
     )
     assert result["success"], result["failures"]
     file_rows = snapshot(WarehouseResource(path=file_db))
