@@ -321,7 +321,7 @@ def cmd_materialize(args: argparse.Namespace) -> int:
         print(line)
     for failure in result["failures"]:
         print(f"failed step: {failure}")
-    where = settings.WAREHOUSE_DB.get().expanduser().resolve()
+    where = _warehouse().location
     print(f"warehouse: {where}; dbt log: {log_path}; details: this run in the Dagster UI (make ui), or --json")
     return 0 if result["success"] else 1
 
