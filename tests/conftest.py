@@ -7,7 +7,7 @@ import shutil
 import signal
 import tempfile
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import pytest
@@ -20,6 +20,24 @@ if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
 if signal.getsignal(signal.SIGTERM) is signal.SIG_IGN:
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
+
+def _import_anyio_eagerly() -> None:
+    """anyio imports its modules lazily, and pytest rewrites the asserts of every module of a package with a
+    pytest plugin (anyio has one): a lazy import made in a server's worker thread (starlette serving a file in the
+    rater page's test) parsed source while another thread parsed too, which CPython 3.11.7 can fail with
+    `SystemError: AST constructor recursion depth mismatch`. Imported here, once, in one thread, nothing is left
+    to parse later."""
+    import importlib
+    import pkgutil
+
+    import anyio
+
+    for module in pkgutil.walk_packages(anyio.__path__, "anyio."):
+        with suppress(ImportError):  # a backend whose library is not installed (trio)
+            importlib.import_module(module.name)
+
+
+_import_anyio_eagerly()
 os.environ.setdefault("DO_NOT_TRACK", "1")
 # Tests use ephemeral or temporary Dagster instances, never the developer's run history (`make` exports one, and
 # the CLI's default is the checkout's `.dagster_home`): a command a test runs without a home of its own records
