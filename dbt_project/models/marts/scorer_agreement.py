@@ -17,6 +17,9 @@ def model(dbt, session):
     from bsky_warehouse.metrics import BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED
 
     figures = dbt.ref("scorer_agreement_figures").df()
+    # The function names the warehouse's tables unqualified, as the CLI's connection sees them; on a DuckLake the
+    # warehouse is an attached catalog, not the connection's default, until this.
+    session.execute(f'USE "{dbt.this.database}"')
     rows = with_scorer_intervals(session, figures.to_dict("records"))
     out = pd.DataFrame(
         [
