@@ -433,7 +433,7 @@ def test_scoring_writes_every_eligible_post_with_the_stored_version(distilled_ru
 
 @pytest.mark.integration
 def test_rescoring_a_day_with_the_same_version_changes_nothing(distilled_runs):
-    assert distilled_runs["rescore"]["result"]["success"]
+    assert distilled_runs["rescore"]["result"]["success"], distilled_runs["rescore"]["result"]["failures"]
     assert distilled_runs["scores_again"] == distilled_runs["scores_first"]
     assert all(m["requested"] == 0 for m in distilled_runs["rescore"]["scores"])
 
