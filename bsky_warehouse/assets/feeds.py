@@ -24,7 +24,6 @@ from dagster import (
 )
 from pydantic import Field
 
-from bsky_warehouse.assets.operations import IN_PROCESS
 from bsky_warehouse.feeds import DEFAULT_FEEDS, write_snapshot
 from bsky_warehouse.partitions import (
     RANGE_END_TAG,
@@ -133,7 +132,6 @@ def snapshot_request(now: datetime) -> RunRequest:
     return RunRequest(
         run_key=now.strftime("%Y-%m-%dT%H:%M"),
         partition_key=now.date().isoformat(),
-        run_config=IN_PROCESS,
     )
 
 

@@ -33,9 +33,6 @@ from bsky_warehouse.pipeline import root_cause
 from bsky_warehouse.resources.warehouse import WarehouseResource
 from bsky_warehouse.settings import DAILY_SOURCE, FRESHNESS_HOUR, SCHEDULE_CRON
 
-# Steps that write DuckDB run one at a time (pool `duckdb`), so a process per step buys no parallelism and costs
-# a code import each (STACK-NOTES: 20 s against 4 s for one partition): unattended runs execute in process.
-IN_PROCESS = {"execution": {"config": {"in_process": {}}}}
 # Yesterday's partition of these must exist by the deadline: the data itself and the marts researchers read.
 FRESH_DAILY_ASSETS = ["raw_posts", "cleaned_posts", "daily_post_counts", "pipeline_coverage"]
 
@@ -48,7 +45,9 @@ def freshness_deadline_cron(hour: int) -> str:
 
 
 def scheduled_run_config(source: str) -> dict[str, Any]:
-    return {"ops": {"archive_ingest": {"config": {"source": source}}}, **IN_PROCESS}
+    """The source of the day's ingest. The steps run on the job's executor (definitions.STEP_EXECUTOR: forked from
+    a server that imported the code once), which takes no run config of its own."""
+    return {"ops": {"archive_ingest": {"config": {"source": source}}}}
 
 
 def yesterday_request(scheduled_at: datetime, source: str) -> RunRequest:
