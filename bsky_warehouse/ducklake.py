@@ -16,9 +16,6 @@ from __future__ import annotations
 
 import importlib.util
 import re
-import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,7 +29,8 @@ EXTENSION_PACKAGES = {
     "ducklake": "duckdb_extension_ducklake",
     "httpfs": "duckdb_extension_httpfs",
 }
-# The writers' advisory lock in the catalog database (any fixed 64-bit key: one lake per database).
+# The writers' advisory lock in the catalog database (resources/warehouse.py: catalog_lock; any fixed 64-bit
+# key: one lake per database).
 WRITER_LOCK_KEY = 0x6273_6B79_7768
 # Inline no rows in the catalog: small writes (a day's few rejects) would otherwise live in PostgreSQL tables, a
 # second storage path for the same rows.
@@ -136,32 +134,3 @@ def dbt_env(lake: LakeSettings) -> dict[str, str]:
         "BSKY_POSTGRES_EXT": str(extension_path("postgres_scanner")),
         "BSKY_HTTPFS_EXT": str(extension_path("httpfs")),
     }
-
-
-@contextmanager
-def catalog_lock(
-    lake: LakeSettings, timeout_s: float, busy: Callable[[], Exception], max_poll_s: float = 0.5
-) -> Iterator[None]:
-    """The writers' turn, as a PostgreSQL advisory lock in the catalog database: held by one session on any
-    machine, and released by PostgreSQL when the holder's connection ends (a killed writer frees it, as a killed
-    holder of the file's `flock` does). Waited for with backoff up to `timeout_s`, then `busy()` is raised.
-
-    DuckLake itself would let writers commit at once, but the cleaning's cross-day rules read other days' rows
-    (a uri already cleaned on an earlier day is a duplicate): two such transactions at once, each blind to the
-    other's uncommitted rows, would both keep a uri. Writes therefore take turns, as on the file, while everything
-    outside a write (parsing, scoring, the network) runs in parallel, and readers take no turn at all.
-    """
-    import psycopg
-
-    with psycopg.connect(lake.conninfo, autocommit=True) as session:
-        deadline = time.monotonic() + timeout_s
-        delay = 0.01
-        while not session.execute("SELECT pg_try_advisory_lock(%s)", (WRITER_LOCK_KEY,)).fetchone()[0]:
-            if time.monotonic() >= deadline:
-                raise busy()
-            time.sleep(delay)
-            delay = min(delay * 2, max_poll_s)
-        try:
-            yield
-        finally:
-            session.execute("SELECT pg_advisory_unlock(%s)", (WRITER_LOCK_KEY,))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 from dagster import DagsterInstance
@@ -32,12 +33,14 @@ def dagster_home(root: Path, writer_limit: int) -> Path:
     return home
 
 
-def launch(first: str, last: str, archive: Path, env: dict[str, str]) -> subprocess.Popen[str]:
-    """`dagster asset materialize` of the days `first`...`last` (inclusive) from `archive`."""
+def launch(
+    first: str, last: str, archive: Path, env: dict[str, str], assets: Sequence[str] = PIPELINE_ASSETS
+) -> subprocess.Popen[str]:
+    """`dagster asset materialize` of `assets` for the days `first`...`last` (inclusive) from `archive`."""
     config = {"resources": {"archive": {"config": {"directory": str(archive)}}}}
     return subprocess.Popen(
         [sys.executable, "-m", "dagster", "asset", "materialize", "-m", "bsky_warehouse.definitions",
-         "--select", ",".join(PIPELINE_ASSETS), "--partition-range", f"{first}...{last}",
+         "--select", ",".join(assets), "--partition-range", f"{first}...{last}",
          "--config-json", json.dumps(config)],
         cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip

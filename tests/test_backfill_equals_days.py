@@ -7,12 +7,8 @@ The archive is built to cross days: posts that arrive in a later day's file, an 
 
 from __future__ import annotations
 
-import json
 import os
 import random
-import shutil
-import subprocess
-import sys
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -23,9 +19,10 @@ from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
 from bsky_warehouse.archive_index import ArchiveIndex
 from bsky_warehouse.cleaning import FilterRules, clean_day
 from bsky_warehouse.ingest import replace_day
-from bsky_warehouse.project import REPO_ROOT
 from bsky_warehouse.resources.warehouse import WarehouseResource
+from tests.backfills import dagster_home, launch
 from tests.factories import delete_event, post_event, write_archive
+from tests.processes import wait_for_all
 
 pytestmark = pytest.mark.integration
 FIRST = date(2024, 3, 8)  # the default first partition
@@ -98,20 +95,13 @@ def each_day_alone(db: str, archive: Path, seed: int) -> None:
 def test_a_30_day_single_run_backfill_equals_the_days_loaded_alone(tmp_path):
     archive = tmp_path / "archive"
     build_archive(archive)
-    home = tmp_path / "dagster_home"
-    home.mkdir()
-    shutil.copy(REPO_ROOT / "dagster.yaml", home / "dagster.yaml")
+    home = dagster_home(tmp_path, writer_limit=1)  # the file's only safe setting, as the repo's dagster.yaml
     db = str(tmp_path / "backfill.duckdb")
     env = {**os.environ, "DAGSTER_HOME": str(home), "BSKY_WAREHOUSE_DB": db}
-    config = {"resources": {"archive": {"config": {"directory": str(archive)}}}}
-    proc = subprocess.run(
-        [sys.executable, "-m", "dagster", "asset", "materialize", "-m", "bsky_warehouse.definitions",
-         "--select", ",".join(ASSETS), "--partition-range", f"{DAYS[0]}...{DAYS[-1]}",
-         "--config-json", json.dumps(config)],
-        cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=1800,
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stdout[-4000:]
-    assert "multiprocess" in proc.stdout.lower()
+    proc = launch(DAYS[0].isoformat(), DAYS[-1].isoformat(), archive, env, assets=ASSETS)
+    (output,) = wait_for_all([proc])
+    assert proc.returncode == 0, output[-4000:]
+    assert "multiprocess" in output.lower()
     runs = DagsterInstance.from_config(str(home)).get_runs(RunsFilter())
     assert len(runs) == 1 and runs[0].status == DagsterRunStatus.SUCCESS  # one run for the 30 partitions
 

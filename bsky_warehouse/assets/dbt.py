@@ -120,11 +120,12 @@ def dbt_models(context: AssetExecutionContext, dbt: DbtCliResource, warehouse: W
     with warehouse.lock():
         with warehouse.connect() as con:
             stale = cross_day.stale_days(con)
-            waiting = cross_day.unsettled(con, [day for day in stale if not window.start <= day < window.end])
+            outside = [day for day in stale if not window.start <= day < window.end]
+            waiting = cross_day.unsettled(con, outside)
         if waiting:
             context.log.info(f"left stale until their cleaning is done: {[str(d) for d in waiting]}")
         stale = [day for day in stale if day not in waiting]
-        extra = [day for day in stale if not window.start <= day < window.end]
+        extra = [day for day in outside if day not in waiting]
         if extra:
             context.log.info(f"also rebuilding days changed by other days' runs: {[str(d) for d in extra]}")
         built: list[AssetKey] = []

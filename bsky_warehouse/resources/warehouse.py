@@ -86,6 +86,26 @@ class WarehouseNotFound(FileNotFoundError):
 _local = threading.local()
 
 
+def wait_for_turn(
+    try_take: Callable[[], bool],
+    timeout_s: float,
+    busy: Callable[[], Exception],
+    on_wait: Callable[[], None] | None = None,
+    max_poll_s: float = 0.5,
+) -> None:
+    """Call `try_take()` until it returns True, with backoff up to `timeout_s`; `busy()` is raised when the wait
+    runs out, `on_wait()` called once when it begins."""
+    deadline = time.monotonic() + timeout_s
+    delay = 0.01
+    while not try_take():
+        if time.monotonic() >= deadline:
+            raise busy()
+        if on_wait is not None and delay == 0.01:
+            on_wait()
+        time.sleep(delay)
+        delay = min(delay * 2, max_poll_s)
+
+
 @contextmanager
 def file_lock(
     lock_path: Path,
@@ -94,31 +114,48 @@ def file_lock(
     on_wait: Callable[[], None] | None = None,
     max_poll_s: float = 0.5,
 ) -> Iterator[None]:
-    """An exclusive `flock` on `lock_path` (a killed holder releases it), waited for with backoff up to
-    `timeout_s`; `busy()` is raised when the wait runs out, `on_wait()` called once when it begins. The lock file
-    stays: removing it would let two processes lock different files."""
+    """An exclusive `flock` on `lock_path` (a killed holder releases it), waited for as `wait_for_turn` waits.
+    The lock file stays: removing it would let two processes lock different files."""
     lock_path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+
+    def try_take() -> bool:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        return True
+
     try:
-        deadline = time.monotonic() + timeout_s
-        delay = 0.01
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    raise busy() from None
-                if on_wait is not None and delay == 0.01:
-                    on_wait()
-                time.sleep(delay)
-                delay = min(delay * 2, max_poll_s)
+        wait_for_turn(try_take, timeout_s, busy, on_wait, max_poll_s)
         try:
             yield
         finally:
             fcntl.flock(fd, fcntl.LOCK_UN)
     finally:
         os.close(fd)
+
+
+@contextmanager
+def catalog_lock(lake: ducklake.LakeSettings, timeout_s: float, busy: Callable[[], Exception]) -> Iterator[None]:
+    """The writers' turn on a DuckLake, as a PostgreSQL advisory lock in the catalog database: held by one session
+    on any machine, and released by PostgreSQL when the holder's connection ends (a killed writer frees it, as a
+    killed holder of the file's `flock` does). Waited for as `wait_for_turn` waits.
+
+    DuckLake itself would let writers commit at once, but the cleaning's cross-day rules read other days' rows
+    (a uri already cleaned on an earlier day is a duplicate): two such transactions at once, each blind to the
+    other's uncommitted rows, would both keep a uri. Writes therefore take turns, as on the file, while everything
+    outside a write (parsing, scoring, the network) runs in parallel, and readers take no turn at all.
+    """
+    import psycopg
+
+    key = (ducklake.WRITER_LOCK_KEY,)
+    with psycopg.connect(lake.conninfo, autocommit=True) as session:
+        wait_for_turn(lambda: session.execute("SELECT pg_try_advisory_lock(%s)", key).fetchone()[0], timeout_s, busy)
+        try:
+            yield
+        finally:
+            session.execute("SELECT pg_advisory_unlock(%s)", key)
 
 
 @contextmanager
@@ -140,7 +177,7 @@ def exclusive_lock(lock_path: Path, timeout_s: float, lake: ducklake.LakeSetting
         where = lock_path if lake is None else f"of the DuckLake catalog {lake.catalog}"
         return WarehouseLockTimeout(f"waited {timeout_s:.0f}s for the warehouse lock {where}; another process holds it")
 
-    turn = file_lock(lock_path, timeout_s, busy) if lake is None else ducklake.catalog_lock(lake, timeout_s, busy)
+    turn = file_lock(lock_path, timeout_s, busy) if lake is None else catalog_lock(lake, timeout_s, busy)
     with turn:
         held[key] = 1
         try:
@@ -151,7 +188,8 @@ def exclusive_lock(lock_path: Path, timeout_s: float, lake: ducklake.LakeSetting
 
 class WarehouseResource(ConfigurableResource):
     """The warehouse shared by the assets, the checks, dbt and the CLI: the DuckDB file, or a DuckLake when a
-    catalog is set (ducklake.py); `path` then places only the lock, the checkpoints and the logs."""
+    catalog is set (ducklake.py); `path` then places only the local staging (checkpoints, archive spool) and the
+    logs."""
 
     path: str = Field(default_factory=default_db_path, description="DuckDB file (env BSKY_WAREHOUSE_DB).")
     catalog: str = Field(
@@ -238,6 +276,7 @@ class WarehouseResource(ConfigurableResource):
     @contextmanager
     def connect(self) -> Iterator[duckdb.DuckDBPyConnection]:
         """Open the warehouse under the lock, with every table created; closes before releasing."""
+        lake = self.lake
         with self.lock():
             self.db_path.parent.mkdir(parents=True, exist_ok=True)
             con = self._open(read_only=False)
@@ -246,7 +285,7 @@ class WarehouseResource(ConfigurableResource):
                 con.execute(f"SET memory_limit = '{self.memory_limit}'")
                 con.execute("SET preserve_insertion_order = false")
                 for ddl in (*TABLES.values(), *COLUMNS_ADDED):
-                    con.execute(ddl if self.lake is None else ducklake.lake_ddl(ddl))
+                    con.execute(ddl if lake is None else ducklake.lake_ddl(ddl))
                 yield con
             finally:
                 con.close()
