@@ -39,10 +39,12 @@ from bsky_warehouse.ingest import IngestStats, create_stage_tables
 from bsky_warehouse.resources import bluesky
 from bsky_warehouse.resources.bluesky import (
     MAX_LINE_BYTES,
+    FileFault,
     archive_files,
     display_path,
+    fault_line,
     fault_outcome,
-    file_lines,
+    file_runs,
     line_outcome,
 )
 from bsky_warehouse.resources.warehouse import WarehouseResource, insert_rows, transaction
@@ -186,16 +188,17 @@ class _SpoolWriter:
         for pos in result.slow:
             raw = texts[pos].encode("utf-8")  # the line's own bytes: they decoded as UTF-8
             self.add(file, line_nos[pos], *line_outcome(raw, len(raw), first_day))
-        kinds: Counter[str] = Counter()
+        routes: dict[str, Counter[str]] = {"post": Counter(), "delete": Counter()}
         for day, kind, n in self.con.execute("SELECT day, kind, count(*) FROM fast_lines GROUP BY ALL").fetchall():
             self.index.counts[(day.isoformat(), kind, "other_collection" if kind == "ignore" else None)] += n
             self.index.lines += n
-            kinds[kind] += n
-        if kinds["post"]:
-            self._copy("posts", f"SELECT {_POST_SPOOL_COLUMNS} FROM fast_lines WHERE kind = 'post'")
-        if kinds["delete"]:
+            if kind in routes:
+                routes[kind][day.isoformat()] += n
+        if routes["post"]:
+            self._copy("posts", f"SELECT {_POST_SPOOL_COLUMNS} FROM fast_lines WHERE kind = 'post'", routes["post"])
+        if routes["delete"]:
             self._copy("deletes", "SELECT uri, deleted_at, time_us, day::VARCHAR AS route FROM fast_lines "
-                                  "WHERE kind = 'delete'")  # fmt: skip
+                                  "WHERE kind = 'delete'", routes["delete"])  # fmt: skip
         self.chunks += 1
 
     def add_line(self, file: str, line_no: int, data: bytes, length: int, first_day: date | None) -> None:
@@ -206,23 +209,39 @@ class _SpoolWriter:
             except UnicodeDecodeError:
                 pass
             else:
-                self.batch_lines.append(line_no)
-                self.batch_texts.append(text)
-                if len(self.batch_texts) >= FAST_CHUNK:
-                    self.add_fast(file, first_day)
+                self.add_texts(file, line_no, [text], first_day)
                 return
         self.add(file, line_no, *line_outcome(data, length, first_day))
 
-    def _copy(self, kind: SpoolKind, rows: str | None = None) -> None:
+    def add_texts(self, file: str, line_no: int, texts: list[str], first_day: date | None) -> None:
+        """Consecutive lines from `line_no` on, each valid UTF-8 within the line limit: batched for the fast path."""
+        self.batch_lines.extend(range(line_no, line_no + len(texts)))
+        self.batch_texts.extend(texts)
+        if len(self.batch_texts) >= FAST_CHUNK:
+            self.add_fast(file, first_day)
+
+    def _copy(self, kind: SpoolKind, rows: str | None = None, routes: Counter[str] | None = None) -> None:
         """Write a table's rows as one more Parquet file per route, then empty it; or, given `rows` (a query with
-        the table's columns), write those."""
+        the table's columns) and how many rows each route holds, write those. The largest route (a file's own day,
+        nearly always) is written as one file: partitioning on write costs as much again as writing."""
         if rows is None and not self.con.execute(f"SELECT count(*) FROM {kind}").fetchall()[0][0]:
             return
-        target = (self.folder / kind).as_posix()
-        self.con.execute(
-            f"COPY ({rows or f'SELECT * FROM {kind}'}) TO '{target}' (FORMAT parquet, PARTITION_BY (route), "
-            f"WRITE_PARTITION_COLUMNS true, FILENAME_PATTERN 'c{self.chunks}_{{i}}', OVERWRITE_OR_IGNORE)"
-        )
+        query = rows or f"SELECT * FROM {kind}"
+        target = self.folder / kind
+        rest = query
+        if routes:
+            (main, _), *others = routes.most_common()
+            folder = target / f"route={main}"
+            folder.mkdir(parents=True, exist_ok=True)
+            where = f"route = '{main}'"  # a route is an ISO date or `undated`
+            self.con.execute(f"COPY (FROM ({query}) WHERE {where}) TO "
+                             f"'{(folder / f'c{self.chunks}_main.parquet').as_posix()}' (FORMAT parquet)")  # fmt: skip
+            rest = f"FROM ({query}) WHERE NOT {where}" if others else None
+        if rest is not None:
+            self.con.execute(
+                f"COPY ({rest}) TO '{target.as_posix()}' (FORMAT parquet, PARTITION_BY (route), "
+                f"WRITE_PARTITION_COLUMNS true, FILENAME_PATTERN 'c{self.chunks}_{{i}}', OVERWRITE_OR_IGNORE)"
+            )
         if rows is None:
             self.con.execute(f"DELETE FROM {kind}")
 
@@ -258,11 +277,13 @@ def spool_file(
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
     writer = _SpoolWriter(con, folder)
-    for line_no, data, length, fault in file_lines(path):
-        if fault is None:
-            writer.add_line(relative, line_no, data, length, first_day)
+    for line_no, run in file_runs(path):
+        if isinstance(run, list):
+            writer.add_texts(relative, line_no, run, first_day)
+        elif isinstance(run, FileFault):
+            writer.add(relative, line_no, fault_line(run), fault_outcome(run))
         else:
-            writer.add(relative, line_no, data, fault_outcome(fault))
+            writer.add_line(relative, line_no, *run, first_day)
     writer.add_fast(relative, first_day)
     return writer.close()
 

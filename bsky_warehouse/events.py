@@ -138,11 +138,12 @@ def json_depth(value: Any, limit: int) -> int:
 
 
 def json_text(value: Any, field: str) -> str:
-    """A decoded JSON value as the text stored in a JSON column: bounded nesting, finite numbers, valid Unicode."""
+    """A decoded JSON value as the text stored in a JSON column: bounded nesting, finite numbers, valid Unicode.
+    Compact, as DuckDB writes JSON, so the fast path (events_sql.py) can store DuckDB's own text of the value."""
     if json_depth(value, MAX_JSON_DEPTH) > MAX_JSON_DEPTH:
         raise RecordError(f"too_deep:{field}")
     try:
-        text = json.dumps(value, ensure_ascii=False, allow_nan=False)
+        text = json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
     except ValueError:
         raise RecordError(f"invalid_number:{field}") from None
     try:

@@ -12,8 +12,11 @@ A line is sent back too wherever DuckDB's JSON reader is looser than Python's, o
   * a key repeated in any object the parser reads (Python keeps the last value; DuckDB the first);
   * a `createdAt` outside `YYYY-MM-DDTHH:MM:SS[.ffffff](Z|±HH:MM)` with the fields in range (DuckDB reads
     24:00 and other forms that `datetime.fromisoformat` refuses or reads differently).
-`facets` and `labels` are stored as the JSON text Python writes, so their subtrees are handed to
-`events.json_text`, the function the slow path uses; a subtree it refuses sends its line back.
+`facets` and `labels` are stored as the JSON text DuckDB writes when it is the text Python writes (compact, see
+`events.json_text`): no escape in it, no floating-point number (their shortest forms differ), no deeper nesting
+than Python allows, and every key read once. DuckDB keeps a repeated key where Python keeps the last, so each object
+of the known shapes (a facet, its index and features; the self-labels and their values) has its distinct keys
+counted, and the subtree is taken only when they add up to every key in its text; any other line is Python's.
 `tests/test_events_sql.py` holds both paths to the same outcomes over crafted and randomly mutated lines.
 """
 
@@ -22,7 +25,6 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from datetime import date
-from typing import Any
 
 import duckdb
 import numpy as np
@@ -35,19 +37,18 @@ from bsky_warehouse.events import (
     LATEST_TIME_US,
     MAX_CLOCK_SKEW,
     MAX_DID_LENGTH,
+    MAX_JSON_DEPTH,
     MAX_TEXT_BYTES,
     POST_COLLECTION,
     RKEY_PATTERN,
-    RecordError,
-    decode_line,
-    json_text,
 )
 from bsky_warehouse.resources.warehouse import registered
 
 # Anything DuckDB might read differently from Python, anywhere in the line (inside strings too: such a line only
 # loses the fast path).
 SUSPICIOUS = (
-    r"\\u0000|[:,\[][ \t\r\n]*[-+]?(?i:nan|inf)|[eE][+-]?[0-9]{3}|[0-9]{25}|,[ \t\r\n]*[\]}]"
+    r"\\u0000|[:,\[][ \t\r\n]*[-+]?(?i:nan|inf)|[:,\[][ \t\r\n]*-?[0-9]+(\.[0-9]*)?[eE][+-]?[0-9]{3}|[0-9]{25}"
+    r"|,[ \t\r\n]*[\]}]"
     r"|[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]"
 )
 # orjson refuses JSON nested past 1,024 levels and Python's json module runs out of stack near 1,000, where DuckDB
@@ -92,17 +93,47 @@ def _unique(keys: str, n: int) -> str:
     return " AND ".join(f"coalesce(len(list_distinct({keys}[{i}])) = len({keys}[{i}]), true)" for i in range(1, n + 1))
 
 
+def _openers(text: str) -> str:
+    return f"(strlen({text}) - strlen(replace(replace({text}, '[', ''), '{{', '')))"
+
+
+# DuckDB's text of a subtree that Python would write differently: an escape, a floating-point number, or an integer
+# past 64 bits, which orjson reads as a float and DuckDB keeps digit for digit (a number token follows `:`, `,` or
+# `[` in minified JSON).
+_NOT_PYTHONS_TEXT = r"\\|[:,\[]-?[0-9]+[.eE]|[:,\[][0-9]{20}|[:,\[]-[0-9]{19}"
+
+
+def _distinct_keys(name: str, path: str) -> str:
+    """How many distinct keys the objects at `path` (a wildcard path, or `$`) hold, summed."""
+    if "*" not in path:
+        return f"coalesce(list_unique(json_keys(v_{name}, '{path}')), 0)"
+    return f"coalesce(list_sum(list_transform(json_keys(v_{name}, '{path}'), lambda k: list_unique(k))), 0)"
+
+
+def _pythons_json(name: str, paths: tuple[str, ...]) -> str:
+    """The subtree's DuckDB text is Python's: nothing written differently, nesting within Python's limit, and the
+    distinct keys of the objects at `paths` are every key in the text (with no escape, `":` ends a key and only a
+    key), so no object lies elsewhere and none repeats a key."""
+    keys = " + ".join(_distinct_keys(name, p) for p in paths)
+    text = f"v_{name}"
+    return f"""(NOT regexp_matches({text}, '{_NOT_PYTHONS_TEXT}') AND {_openers(text)} <= {MAX_JSON_DEPTH}
+        AND (strlen({text}) - strlen(replace({text}, '":', ''))) // 2 = {keys})"""
+
+
+FACET_OBJECTS = ("$[*]", "$[*].index", "$[*].features[*]")
+LABEL_OBJECTS = ("$", "$.values[*]")
+
 _US_PER_DAY = int(MAX_CLOCK_SKEW.total_seconds()) * 1_000_000
 _EARLIEST_US = int(EARLIEST_CREATED_AT.timestamp()) * 1_000_000
 _R = "s.commit.record"
 
-# Three statements, each reading the last one's table: in one query DuckDB's optimizer would copy the parse into
-# every expression that reads it and run it again for each.
+# Two statements, the second reading the first one's table: in one query DuckDB's optimizer would copy the parse
+# into every expression that reads it and run it again for each.
 PARSE_SQL = f"""
     SELECT pos, try(json_keys(line, {_LINE_OBJECTS})) AS keys, try(from_json(line, '{_STRUCTURE}')) AS s
     FROM fast_batch
     WHERE NOT regexp_matches(line, '{SUSPICIOUS}')
-      AND strlen(line) - strlen(replace(replace(line, '[', ''), '{{', '')) <= {MAX_OPENERS}
+      AND {_openers("line")} <= {MAX_OPENERS}
 """
 EVENT_SQL = f"""
     SELECT *, CASE
@@ -133,28 +164,9 @@ EVENT_SQL = f"""
             AND {_is("rkey", STRING)} AND rkey NOT IN ('.', '..')
             AND regexp_full_match(rkey, '{RKEY_PATTERN.pattern}')))
 """
+# One pass over the parsed lines, no union (it would materialize the events for its two branches): a post passes
+# its checks, a delete or an ignore is taken as it is.
 ROW_SQL = f"""
-WITH events AS (
-    SELECT *, reply_values[1] AS v_parent, reply_values[2] AS v_parent_uri, reply_values[3] AS v_root,
-           reply_values[4] AS v_root_uri
-    FROM fast_events
-), posts AS (
-    SELECT *, TRY_CAST({_string("created_at")} AS TIMESTAMPTZ) AS created_at
-    FROM events
-    WHERE kind = 'post'
-      AND (v_record_type = '"{POST_COLLECTION}"' OR (v_record_type IS NULL AND NOT list_contains(record_keys, '$type')))
-      AND {_is("text", STRING)} AND strlen({_string("text")}) <= {MAX_TEXT_BYTES}
-      AND {_is("created_at", STRING)} AND regexp_full_match({_string("created_at")}, '{CREATED_AT}')
-      AND ({_absent("langs")} OR ({_is("langs", ARRAY)}
-           AND coalesce(list_bool_and(list_transform(json_type(v_langs, '$[*]'), lambda t: t = 'VARCHAR')), true)))
-      AND ({_absent("embed")} OR ({_is("embed", OBJECT)} AND {_unique("[embed_keys]", 1)}
-           AND ({_absent("embed_type")} OR {_is("embed_type", STRING)})))
-      AND ({_absent("facets")} OR {_is("facets", ARRAY)})
-      AND ({_absent("labels")} OR {_is("labels", OBJECT)})
-      AND ({_absent("reply")} OR ({_is("reply", OBJECT)} AND {_unique("reply_keys", 3)}
-           AND ({_absent("parent")} OR ({_is("parent", OBJECT)} AND {_is("parent_uri", STRING)}))
-           AND ({_absent("root")} OR ({_is("root", OBJECT)} AND {_is("root_uri", STRING)}))))
-)
 SELECT pos, kind, time_us,
        CASE kind WHEN 'post' THEN created_at::DATE ELSE make_timestamp(time_us)::DATE END AS day,
        'at://' || did || '/{POST_COLLECTION}/' || rkey AS uri,
@@ -166,13 +178,29 @@ SELECT pos, kind, time_us,
        CASE WHEN {_is("parent", OBJECT)} THEN {_string("parent_uri")} END AS reply_parent_uri,
        CASE WHEN {_is("root", OBJECT)} THEN {_string("root_uri")} END AS reply_root_uri,
        CASE WHEN {_is("embed_type", STRING)} THEN {_string("embed_type")} END AS embed_type,
-       CASE WHEN {_is("facets", ARRAY)} THEN v_facets END AS facets_json,
-       CASE WHEN {_is("labels", OBJECT)} THEN v_labels END AS labels_json,
+       CASE WHEN {_is("facets", ARRAY)} THEN v_facets END AS facets,
+       CASE WHEN {_is("labels", OBJECT)} THEN v_labels END AS labels,
        make_timestamp(time_us)::TIMESTAMPTZ AS deleted_at
-FROM (SELECT *, NULL::TIMESTAMPTZ AS created_at FROM events WHERE kind <> 'post'
-      UNION ALL BY NAME
-      SELECT * FROM posts
-      WHERE epoch_us(created_at) >= {_EARLIEST_US} AND epoch_us(created_at) <= time_us + {_US_PER_DAY})
+FROM (
+    SELECT *, CASE WHEN kind = 'post' THEN TRY_CAST({_string("created_at")} AS TIMESTAMPTZ) END AS created_at
+    FROM (SELECT *, reply_values[1] AS v_parent, reply_values[2] AS v_parent_uri, reply_values[3] AS v_root,
+                 reply_values[4] AS v_root_uri
+          FROM ({EVENT_SQL}))
+)
+WHERE kind <> 'post' OR (
+          (v_record_type = '"{POST_COLLECTION}"' OR (v_record_type IS NULL AND NOT list_contains(record_keys, '$type')))
+          AND {_is("text", STRING)} AND strlen({_string("text")}) <= {MAX_TEXT_BYTES}
+          AND {_is("created_at", STRING)} AND regexp_full_match({_string("created_at")}, '{CREATED_AT}')
+          AND ({_absent("langs")} OR ({_is("langs", ARRAY)}
+               AND coalesce(list_bool_and(list_transform(json_type(v_langs, '$[*]'), lambda t: t = 'VARCHAR')), true)))
+          AND ({_absent("embed")} OR ({_is("embed", OBJECT)} AND {_unique("[embed_keys]", 1)}
+               AND ({_absent("embed_type")} OR {_is("embed_type", STRING)})))
+          AND ({_absent("facets")} OR ({_is("facets", ARRAY)} AND {_pythons_json("facets", FACET_OBJECTS)}))
+          AND ({_absent("labels")} OR ({_is("labels", OBJECT)} AND {_pythons_json("labels", LABEL_OBJECTS)}))
+          AND ({_absent("reply")} OR ({_is("reply", OBJECT)} AND {_unique("reply_keys", 3)}
+               AND ({_absent("parent")} OR ({_is("parent", OBJECT)} AND {_is("parent_uri", STRING)}))
+               AND ({_absent("root")} OR ({_is("root", OBJECT)} AND {_is("root_uri", STRING)}))))
+    AND epoch_us(created_at) >= {_EARLIEST_US} AND epoch_us(created_at) <= time_us + {_US_PER_DAY})
 """
 
 
@@ -185,50 +213,20 @@ class FastResult:
     slow: list[int]
 
 
-def _json_columns(rows: list[tuple[int, str | None, str | None]]) -> tuple[list[dict[str, Any]], set[int]]:
-    """`facets` and `labels` as `events.json_text` writes them; the positions where it refuses a subtree."""
-    out: list[dict[str, Any]] = []
-    refused: set[int] = set()
-    for pos, facets, labels in rows:
-        try:
-            out.append({
-                "pos": pos,
-                "facets": None if facets is None else json_text(decode_line(facets.encode()), "record.facets"),
-                "labels": None if labels is None else json_text(decode_line(labels.encode()), "record.labels"),
-            })  # fmt: skip
-        except RecordError:
-            refused.add(pos)
-    return out, refused
-
-
 def classify(con: duckdb.DuckDBPyConnection, lines: list[str], first_day: date | None) -> FastResult:
     """Decide what DuckDB can of `lines` (valid UTF-8, each within the line limit) into `fast_lines`."""
     batch = pd.DataFrame({"pos": np.arange(len(lines), dtype=np.int64), "line": pd.Series(lines, dtype=object)})
     try:
         with registered(con, "fast_batch", batch):
             con.execute(f"CREATE OR REPLACE TEMP TABLE fast_parsed AS {PARSE_SQL}")
-        con.execute(f"CREATE OR REPLACE TEMP TABLE fast_events AS {EVENT_SQL}")
         con.execute(f"CREATE OR REPLACE TEMP TABLE fast_lines AS {ROW_SQL}")
     finally:
         con.execute("DROP TABLE IF EXISTS fast_parsed")
-        con.execute("DROP TABLE IF EXISTS fast_events")
     if first_day is not None:
         # A post before the first partition is a reject (events.within_partitions): Python's to record. Any other
         # line seen before it belongs to the first partition.
         con.execute("DELETE FROM fast_lines WHERE kind = 'post' AND day < $first", {"first": first_day})
         con.execute("UPDATE fast_lines SET day = $first WHERE day < $first", {"first": first_day})
-    subtrees = con.execute(
-        "SELECT pos, facets_json, labels_json FROM fast_lines WHERE facets_json IS NOT NULL OR labels_json IS NOT NULL"
-    ).fetchall()
-    columns, refused = _json_columns(subtrees)
-    con.execute("ALTER TABLE fast_lines ADD COLUMN facets JSON")
-    con.execute("ALTER TABLE fast_lines ADD COLUMN labels JSON")
-    if columns:
-        with registered(con, "fast_json", pd.DataFrame.from_records(columns)):
-            con.execute("UPDATE fast_lines SET facets = j.facets, labels = j.labels FROM fast_json j "
-                        "WHERE fast_lines.pos = j.pos")  # fmt: skip
-    if refused:
-        con.execute("DELETE FROM fast_lines WHERE list_contains($refused, pos)", {"refused": sorted(refused)})
     slow = con.execute(
         "SELECT i FROM range($n) r(i) WHERE i NOT IN (SELECT pos FROM fast_lines) ORDER BY i", {"n": len(lines)}
     ).fetchall()

@@ -229,7 +229,11 @@ def test_json_text_refuses_what_a_json_column_cannot_hold(value, reason):
 
 def test_json_text_keeps_the_serialization_of_valid_values():
     value = [{"features": [{"$type": "app.bsky.richtext.facet#tag", "tag": "café"}], "n": 10**30}]
-    assert json_text(value, "f") == json.dumps(value, ensure_ascii=False)
+    assert json_text(value, "f") == json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    assert (
+        json_text(value, "f")
+        == '[{"features":[{"$type":"app.bsky.richtext.facet#tag","tag":"café"}],"n":' + "1" + "0" * 30 + "}]"
+    )
     assert json_text(json.loads("[" * 64 + "]" * 64), "f") == "[" * 64 + "]" * 64
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import random
 import subprocess
 import sys
 from collections import Counter
@@ -17,7 +18,14 @@ import pytest
 import zstandard
 
 from bsky_warehouse.ingest import replace_day, stage_lines
-from bsky_warehouse.resources.bluesky import MAX_LINE_BYTES, file_outcomes, line_outcome, read_outcomes, split_lines
+from bsky_warehouse.resources.bluesky import (
+    MAX_LINE_BYTES,
+    file_outcomes,
+    line_outcome,
+    read_outcomes,
+    split_lines,
+    split_runs,
+)
 from tests.factories import delete_event, post_event, time_us, uri
 
 FIRST_DAY = date(2024, 3, 8)  # the default first partition
@@ -423,6 +431,29 @@ def test_split_lines_keeps_cr_and_other_bytes_and_drops_only_the_final_newline()
 def test_split_lines_cuts_an_over_long_line_but_reports_its_length():
     chunks = [b"x" * 7, b"y" * 7 + b"\nshort\n", b"z" * 30]
     assert list(split_lines(chunks, max_bytes=10)) == [(b"x" * 7 + b"yyy", 14), (b"short", 5), (b"z" * 10, 30)]
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_split_runs_give_every_line_as_split_on_newline_whatever_the_chunking(seed):
+    """Runs (a chunk's lines decoded at once) and single lines together are the file's lines in order, each cut to
+    the limit with its full length; a run holds only lines that decode and fit."""
+    rng = random.Random(seed)
+    pieces = [b"", b"{}", b"ok line", "é€😀".encode(), b"\xff\xfe bad", "é".encode()[:1], b"x" * 40, b"\r", b"\x00"]
+    data = b"\n".join(rng.choice(pieces) for _ in range(rng.randint(0, 60))) + rng.choice([b"", b"\n"])
+    cuts = sorted(rng.sample(range(len(data) + 1), min(len(data) + 1, rng.randint(0, 12))))
+    chunks = [data[a:b] for a, b in zip([0, *cuts], [*cuts, len(data)], strict=True)]
+    lines = data.split(b"\n")
+    if lines[-1] == b"":
+        lines.pop()
+    got: list[tuple[bytes, int]] = []
+    for run in split_runs(chunks, max_bytes=30):
+        if isinstance(run, list):
+            encoded = [text.encode() for text in run]
+            assert all(len(line) <= 30 for line in encoded)
+            got += [(line, len(line)) for line in encoded]
+        else:
+            got.append(run)
+    assert got == [(line[:30], len(line)) for line in lines]
 
 
 def test_an_over_long_line_is_rejected_unparsed_keeping_its_start():

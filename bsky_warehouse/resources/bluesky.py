@@ -94,30 +94,61 @@ def archive_chunks(path: Path) -> Iterator[bytes]:
         raise FileFault("unreadable_file", _describe(err)) from err
 
 
+def _region_runs(region: bytes, max_bytes: int) -> Iterator[list[str] | tuple[bytes, int]]:
+    """The whole lines of one chunk: as one list of str when every line decodes and fits, else one by one."""
+    parts = None
+    if len(region) > max_bytes:  # only a chunk larger than the limit can hold an over-long line
+        parts = region.split(b"\n")
+        if max(map(len, parts)) > max_bytes:
+            for part in parts:
+                yield part[:max_bytes], len(part)
+            return
+    try:
+        text = region.decode("utf-8")  # a newline byte never sits inside a UTF-8 sequence: lines decode alike
+    except UnicodeDecodeError:
+        for part in parts or region.split(b"\n"):
+            yield part, len(part)
+        return
+    yield text.split("\n")
+
+
+def split_runs(chunks: Iterable[bytes], max_bytes: int = MAX_LINE_BYTES) -> Iterator[list[str] | tuple[bytes, int]]:
+    """The lines of `split_lines`, in order, mostly in runs: the whole lines inside one chunk come as one list of
+    str when they all decode as UTF-8 and fit the limit, so the archive index hands them to DuckDB without a Python
+    step per line. A line that runs across chunks, and each line of a run that does not decode or fit, comes alone
+    as (its bytes, cut to `max_bytes`, and its full length)."""
+    pending = bytearray()  # the start of a line that runs on into the next chunk, at most max_bytes of it
+    pending_len = 0
+    for chunk in chunks:
+        first = chunk.find(b"\n")
+        if first < 0:
+            pending += chunk[: max(0, max_bytes - len(pending))]
+            pending_len += len(chunk)
+            continue
+        head = chunk[:first]
+        pending += head[: max(0, max_bytes - len(pending))]
+        yield bytes(pending), pending_len + len(head)
+        last = chunk.rfind(b"\n")
+        if last > first:
+            yield from _region_runs(chunk[first + 1 : last], max_bytes)
+        rest = chunk[last + 1 :]
+        pending = bytearray(rest[:max_bytes])
+        pending_len = len(rest)
+    if pending_len:
+        yield bytes(pending), pending_len
+
+
 def split_lines(chunks: Iterable[bytes], max_bytes: int = MAX_LINE_BYTES) -> Iterator[tuple[bytes, int]]:
     """Lines split on `\\n` only (newline dropped; a last line without one still counts), each with its full
     length. A line longer than `max_bytes` comes cut to its first `max_bytes`: a line running across chunks is
     never held whole beyond that."""
-    pending = bytearray()  # the start of a line that runs on into the next chunk, at most max_bytes of it
-    pending_len = 0
-    for chunk in chunks:
-        parts = chunk.split(b"\n")
-        if len(parts) > 1:
-            first = parts[0]
-            if pending_len:
-                pending += first[: max(0, max_bytes - len(pending))]
-                yield bytes(pending), pending_len + len(first)
-                pending.clear()
-                pending_len = 0
-            else:
-                yield first[:max_bytes], len(first)
-            for part in parts[1:-1]:
-                yield part if len(part) <= max_bytes else part[:max_bytes], len(part)
-        rest = parts[-1]
-        pending += rest[: max(0, max_bytes - len(pending))]
-        pending_len += len(rest)
-    if pending_len:
-        yield bytes(pending), pending_len
+    for run in split_runs(chunks, max_bytes):
+        if isinstance(run, list):
+            for text in run:
+                data = text.encode("utf-8")
+                yield data, len(data)
+        else:
+            yield run
 
 
 def line_outcome(data: bytes, length: int, first_day: date | None) -> tuple[bytes, Outcome]:
@@ -129,16 +160,36 @@ def line_outcome(data: bytes, length: int, first_day: date | None) -> tuple[byte
     return data, outcome if first_day is None else within_partitions(outcome, first_day)
 
 
+def file_runs(path: Path) -> Iterator[tuple[int, list[str] | tuple[bytes, int] | FileFault]]:
+    """(1-based number of its first line, the run of `split_runs`) for one file; a fault ends the file with (the
+    line where it broke, the fault)."""
+    line_no = 1
+    try:
+        for run in split_runs(archive_chunks(path)):
+            yield line_no, run
+            line_no += len(run) if isinstance(run, list) else 1
+    except FileFault as fault:
+        yield line_no, fault
+
+
+def fault_line(fault: FileFault) -> bytes:
+    """A fault's stored raw text: the detail may quote a file name that is not UTF-8 (surrogate-escaped), kept
+    visible, never a crash."""
+    return fault.detail.encode("utf-8", "backslashreplace")
+
+
 def file_lines(path: Path) -> Iterator[tuple[int, bytes, int, FileFault | None]]:
     """(1-based line number, line, its full length, None) for every line of one file; a fault ends the file with
     (the line where it broke, what went wrong, 0, the fault)."""
-    line_no = 0
-    try:
-        for line_no, (data, length) in enumerate(split_lines(archive_chunks(path)), start=1):
-            yield line_no, data, length, None
-    except FileFault as fault:
-        # The detail may quote a file name that is not UTF-8 (surrogate-escaped): keep it visible, never raise.
-        yield line_no + 1, fault.detail.encode("utf-8", "backslashreplace"), 0, fault
+    for line_no, run in file_runs(path):
+        if isinstance(run, FileFault):
+            yield line_no, fault_line(run), 0, run
+        elif isinstance(run, list):
+            for offset, text in enumerate(run):
+                data = text.encode("utf-8")
+                yield line_no + offset, data, len(data), None
+        else:
+            yield line_no, *run, None
 
 
 def fault_outcome(fault: FileFault) -> Outcome:
