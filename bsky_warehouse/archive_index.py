@@ -228,15 +228,15 @@ class _SpoolWriter:
             return
         query = rows or f"SELECT * FROM {kind}"
         target = self.folder / kind
-        rest = query
+        rest: str | None = query
         if routes:
-            (main, _), *others = routes.most_common()
+            [(main, _)] = routes.most_common(1)
             folder = target / f"route={main}"
             folder.mkdir(parents=True, exist_ok=True)
             where = f"route = '{main}'"  # a route is an ISO date or `undated`
             self.con.execute(f"COPY (FROM ({query}) WHERE {where}) TO "
                              f"'{(folder / f'c{self.chunks}_main.parquet').as_posix()}' (FORMAT parquet)")  # fmt: skip
-            rest = f"FROM ({query}) WHERE NOT {where}" if others else None
+            rest = f"FROM ({query}) WHERE NOT {where}" if len(routes) > 1 else None
         if rest is not None:
             self.con.execute(
                 f"COPY ({rest}) TO '{target.as_posix()}' (FORMAT parquet, PARTITION_BY (route), "

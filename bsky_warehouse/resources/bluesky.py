@@ -138,17 +138,22 @@ def split_runs(chunks: Iterable[bytes], max_bytes: int = MAX_LINE_BYTES) -> Iter
         yield bytes(pending), pending_len
 
 
+def run_lines(run: list[str] | tuple[bytes, int]) -> Iterator[tuple[bytes, int]]:
+    """The (bytes, full length) of each line of one run of `split_runs`."""
+    if isinstance(run, list):
+        for text in run:
+            data = text.encode("utf-8")
+            yield data, len(data)
+    else:
+        yield run
+
+
 def split_lines(chunks: Iterable[bytes], max_bytes: int = MAX_LINE_BYTES) -> Iterator[tuple[bytes, int]]:
     """Lines split on `\\n` only (newline dropped; a last line without one still counts), each with its full
     length. A line longer than `max_bytes` comes cut to its first `max_bytes`: a line running across chunks is
     never held whole beyond that."""
     for run in split_runs(chunks, max_bytes):
-        if isinstance(run, list):
-            for text in run:
-                data = text.encode("utf-8")
-                yield data, len(data)
-        else:
-            yield run
+        yield from run_lines(run)
 
 
 def line_outcome(data: bytes, length: int, first_day: date | None) -> tuple[bytes, Outcome]:
@@ -184,12 +189,9 @@ def file_lines(path: Path) -> Iterator[tuple[int, bytes, int, FileFault | None]]
     for line_no, run in file_runs(path):
         if isinstance(run, FileFault):
             yield line_no, fault_line(run), 0, run
-        elif isinstance(run, list):
-            for offset, text in enumerate(run):
-                data = text.encode("utf-8")
-                yield line_no + offset, data, len(data), None
         else:
-            yield line_no, *run, None
+            for offset, (data, length) in enumerate(run_lines(run)):
+                yield line_no + offset, data, length, None
 
 
 def fault_outcome(fault: FileFault) -> Outcome:
